@@ -1,0 +1,1 @@
+"""Executors (float reference, integer golden model) and their kernel registries."""
