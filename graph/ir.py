@@ -46,6 +46,15 @@ class Value:
         return self.shape is not None and all(isinstance(d, int) for d in self.shape)
 
 
+def set_const(v: Value, array) -> None:
+    """Make ``v`` a constant holding ``array``, read-only, so no kernel or pass can change a weight in place."""
+    array = np.asarray(array)
+    if array.flags.writeable:
+        array = array.view()
+        array.flags.writeable = False
+    v.const, v.shape, v.dtype = array, tuple(array.shape), array.dtype
+
+
 @dataclass(eq=False)
 class Node:
     op_type: str
@@ -80,6 +89,7 @@ class Graph:
         self.opsets: dict[str, int] = dict(opsets or {"": 21})
         self.functions: list[Any] = []  # ONNX FunctionProtos kept for export (ops lowbit runs natively)
         self.metadata: dict[str, str] = {}
+        self.notes: list[str] = []  # things a user should be told about how the graph was read
         self._uid = itertools.count()
 
     # -- values ---------------------------------------------------------------------------------------------
@@ -99,9 +109,8 @@ class Graph:
         return v
 
     def add_const(self, hint: str, array: np.ndarray) -> Value:
-        array = np.asarray(array)
-        v = self.new_value(hint, tuple(array.shape), array.dtype)
-        v.const = array
+        v = self.new_value(hint)
+        set_const(v, array)
         return v
 
     @property
@@ -161,6 +170,29 @@ class Graph:
                 if v is old:
                     self.set_input(node, i, new)
         self.outputs = [new if v is old else v for v in self.outputs]
+
+    def bypass(self, node: Node, src: Value) -> bool:
+        """Remove single-output ``node`` by making the readers of its output read ``src`` instead.
+
+        A graph output keeps its name: ``src`` is renamed to it when nothing else depends on ``src``'s name
+        (it is no graph input, output or constant and ``node`` is its only reader); otherwise the node stays
+        and False is returned.
+        """
+        out = node.outputs[0]
+        if out in self.outputs:
+            if src.producer is None or src in self.outputs or src.consumers != [node]:
+                return False
+            self.remove_node(node)
+            self.outputs = [src if v is out else v for v in self.outputs]
+            del self.values[src.name]
+            self.values.pop(out.name, None)
+            src.name = out.name
+            src.shape = src.shape if src.shape is not None else out.shape
+            self.values[src.name] = src
+            return True
+        self.replace_all_uses(out, src)
+        self.remove_node(node)
+        return True
 
     def prune_values(self) -> None:
         """Forget values that nothing produces, consumes or exposes (left over after edits)."""

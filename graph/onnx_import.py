@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 import onnx
+import onnx.inliner
 from onnx import numpy_helper
 
 from lowbit.errors import ModelError

@@ -132,6 +132,18 @@ def _dropout_v10(graph: Graph, node: Node) -> None:
     _attr_to_input("ratio", 1, np.float32)(graph, node)
 
 
+def _rename(new_op: str):
+    def rule(graph: Graph, node: Node) -> None:
+        node.op_type = new_op
+    return rule
+
+
+def _default_attr(name: str, value):
+    def rule(graph: Graph, node: Node) -> None:
+        node.attrs.setdefault(name, value)
+    return rule
+
+
 _REDUCE_18 = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
               "ReduceLogSumExp", "ReduceSumSquare")
 
@@ -152,6 +164,8 @@ UPGRADES: dict[str, tuple[int, object]] = {
     "Resize": (11, _resize_v10),
     "BatchNormalization": (9, _drop_attrs("spatial", "is_test", "consumed_inputs")),
     "Dropout": (12, _dropout_v10),
+    "Concat": (4, _default_attr("axis", 1)),
+    "Scatter": (99, _rename("ScatterElements")),
     **{op: (18, _attr_to_input("axes", 1)) for op in _REDUCE_18},
 }
 
@@ -160,6 +174,7 @@ def upgrade_node(graph: Graph, node: Node, opset: int) -> None:
     """Apply the upgrade rule for ``node`` when the model's opset predates the canonical form."""
     if node.domain not in ("", "ai.onnx"):
         return
+    node.attrs.pop("consumed_inputs", None)  # opset < 6 bookkeeping with no meaning for inference
     entry = UPGRADES.get(node.op_type)
     if entry is not None and opset < entry[0]:
         entry[1](graph, node)

@@ -5,6 +5,8 @@ is how calibration and layer-by-layer comparison watch every tensor.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Callable, Mapping
 
 import numpy as np
@@ -72,9 +74,12 @@ def run_node(node: Node, args: list[np.ndarray | None], registry=FLOAT_KERNELS) 
     kernel = registry.get(node.op_type, node.domain)
     if kernel is None:
         registry.check_graph(_OneNode(node))
+    kwargs = node.attrs
+    if _wants_n_outputs(kernel):
+        kwargs = {**kwargs, "_n_outputs": len(node.outputs)}
     try:
         with np.errstate(all="ignore"):
-            result = kernel(*args, **node.attrs)
+            result = kernel(*args, **kwargs)
     except LowbitError:
         raise
     except Exception as e:
@@ -85,6 +90,12 @@ def run_node(node: Node, args: list[np.ndarray | None], registry=FLOAT_KERNELS) 
         raise ModelError(f"{node.describe()} declares {len(node.outputs)} outputs but its kernel gives "
                          f"{len(outs)}")
     return [np.asarray(o) for o in outs[:len(node.outputs)]]
+
+
+@functools.lru_cache(maxsize=None)
+def _wants_n_outputs(kernel) -> bool:
+    """Kernels whose result count depends on the node (Split) take the private keyword ``_n_outputs``."""
+    return "_n_outputs" in inspect.signature(kernel).parameters
 
 
 class _OneNode:

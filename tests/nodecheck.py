@@ -19,6 +19,8 @@ from lowbit.runtime.float_executor import run as run_float
 
 def make_node_model(op_type, inputs: dict, attrs=None, *, consts=(), n_outputs=1, opset=21, domain=""):
     names = list(inputs)
+    while names and inputs[names[-1]] is None:  # trailing omitted optional inputs are simply left out
+        names.pop()
     node = helper.make_node(op_type, [n if inputs[n] is not None else "" for n in names],
                             [f"y{i}" for i in range(n_outputs)], domain=domain, **(attrs or {}))
     graph_inputs, inits = [], []

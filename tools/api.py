@@ -10,12 +10,14 @@ from lowbit.errors import ModelError
 from lowbit.graph.ir import Graph
 
 
-def load(path: str, shapes: dict[str, tuple] | None = None, optimize: bool = True) -> Graph:
+def load(path: str, shapes: dict[str, tuple] | None = None, optimize: bool = True,
+         bind_unknown: bool = False) -> Graph:
     """Load a model file into a Graph.
 
     ``.onnx`` files are imported, their dynamic dimensions bound from ``shapes`` (input name -> tuple of ints)
     where given, and (with ``optimize``) canonicalised by the standard passes: shape inference, constant
-    folding, dead-code removal, BatchNorm folding and pattern lifting.
+    folding, dead-code removal, BatchNorm folding and pattern lifting. With ``bind_unknown``, dynamic input
+    dimensions still unbound are taken as 1 (noted in ``graph.notes``), so every shape is known.
     """
     ext = os.path.splitext(path)[1].lower()
     if ext == ".onnx":
@@ -23,10 +25,27 @@ def load(path: str, shapes: dict[str, tuple] | None = None, optimize: bool = Tru
         graph = load_onnx(path, shapes)
     else:
         raise ModelError(f"{path}: unknown model format '{ext or '(no extension)'}'; lowbit reads .onnx files")
+    if bind_unknown:
+        bind_remaining_dims(graph)
     if optimize:
         from lowbit.graph.passes import optimize as run_passes
         run_passes(graph)
     return graph
+
+
+def bind_remaining_dims(graph: Graph, size: int = 1) -> None:
+    """Bind every still-symbolic input dimension to ``size``, noting each in ``graph.notes``."""
+    from lowbit.graph.onnx_import import bind_input_shapes
+    shapes = {}
+    for v in graph.inputs:
+        if v.shape is not None and not v.is_static:
+            shapes[v.name] = tuple(d if isinstance(d, int) else size for d in v.shape)
+            for d in v.shape:
+                if isinstance(d, str):
+                    graph.notes.append(f"dimension '{d}' of input '{v.name}' taken as {size} "
+                                       f"(bind it with --shape {v.name}=...)")
+    if shapes:
+        bind_input_shapes(graph, shapes)
 
 
 def run(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,0 +1,81 @@
+"""Static op statistics: multiply-accumulates and parameter counts per node.
+
+``MACS`` maps an op type ("Conv", or "domain.Op" outside the ONNX domain) to a function ``(node) -> int`` over
+a shape-inferred node; ops not listed do no
+multiply-accumulates (element-wise work is not counted as MACs, as in Vela's and TFLite's reports).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from lowbit.graph.ir import Graph, Node
+
+
+def _size(shape) -> int:
+    return int(np.prod(shape)) if shape is not None and all(isinstance(d, int) for d in shape) else 0
+
+
+def _conv(node: Node) -> int:
+    w = node.inputs[1]
+    if w.shape is None or node.outputs[0].shape is None:
+        return 0
+    return _size(node.outputs[0].shape) * _size(w.shape[1:])
+
+
+def _conv_transpose(node: Node) -> int:
+    x, w = node.inputs[0], node.inputs[1]
+    if w.shape is None or x.shape is None:
+        return 0
+    return _size(x.shape) * _size(w.shape[1:])
+
+
+def _gemm(node: Node) -> int:
+    a = node.inputs[0]
+    if a.shape is None or node.outputs[0].shape is None:
+        return 0
+    k = a.shape[0] if node.attrs.get("transA", 0) else a.shape[-1]
+    return _size(node.outputs[0].shape) * (k if isinstance(k, int) else 0)
+
+
+def _matmul(node: Node) -> int:
+    a = node.inputs[0]
+    if a.shape is None or node.outputs[0].shape is None:
+        return 0
+    k = a.shape[-1]
+    return _size(node.outputs[0].shape) * (k if isinstance(k, int) else 0)
+
+
+MACS: dict[str, Callable[[Node], int]] = {
+    "Conv": _conv,
+    "ConvTranspose": _conv_transpose,
+    "Gemm": _gemm,
+    "MatMul": _matmul,
+}
+
+
+def node_macs(node: Node) -> int:
+    fn = MACS.get(f"{node.domain}.{node.op_type}" if node.domain else node.op_type)
+    return fn(node) if fn is not None else 0
+
+
+def node_params(node: Node, seen: set[int] | None = None) -> int:
+    """Elements of the node's floating-point constant inputs (weights), each constant counted once in ``seen``."""
+    total = 0
+    for v in node.inputs:
+        if v is None or v.const is None or v.const.dtype.kind != "f":
+            continue
+        if seen is not None:
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+        total += int(v.const.size)
+    return total
+
+
+def graph_totals(graph: Graph) -> dict:
+    seen: set[int] = set()
+    return {"nodes": len(graph.nodes),
+            "params": sum(node_params(n, seen) for n in graph.nodes),
+            "macs": sum(node_macs(n) for n in graph.nodes)}
