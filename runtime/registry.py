@@ -61,3 +61,12 @@ def _norm_domain(domain: str) -> str:
 
 FLOAT_KERNELS = KernelRegistry("float")
 float_kernel = FLOAT_KERNELS.register
+
+# Integer kernels live in the ``lowbit.int`` domain (see docs/integer_ir.md). The integer executor looks there
+# first and falls back to the float table for dtype-generic data movement (Reshape, Transpose, Slice, ...).
+INT_DOMAIN = "lowbit.int"
+INT_KERNELS = KernelRegistry("integer")
+
+
+def int_kernel(op_type: str):
+    return INT_KERNELS.register(op_type, INT_DOMAIN)

@@ -1,0 +1,194 @@
+"""Calibration: run the float executor over calibration samples and record each tensor's value range.
+
+Observers (per tensor):
+- ``minmax``: the exact minimum and maximum seen.
+- ``percentile``: the range covering the central ``percentile`` % of values (default 99.99).
+- ``entropy``: the clip threshold minimising the KL divergence between the value histogram and its quantized
+  form (TensorRT's method), over a 2048-bin histogram of |x|.
+- ``mse``: the clip threshold minimising the mean squared quantization error (clipping + rounding).
+Histogram-based observers work on a seeded random sample of each tensor's values (at most ``RESERVOIR``
+values per tensor, with the exact min/max kept alongside), so memory stays bounded on big models.
+
+Sentinels: real exports build attention masks as ``Where(mask, 0, -3.4e38)``. Values with |x| >= 1e30 stand
+for "minus infinity" and are left out of every range (and counted): a min/max observer would otherwise give
+the mask — and every tensor it is added to — a scale so coarse that all other values round to zero.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+
+from lowbit.errors import InputError
+from lowbit.graph.ir import Graph
+
+SENTINEL = 1e30
+RESERVOIR = 1 << 16
+OBSERVERS = ("minmax", "percentile", "entropy", "mse")
+
+
+@dataclass
+class TensorStats:
+    """Everything calibration learned about one tensor."""
+    min: float = math.inf
+    max: float = -math.inf
+    count: int = 0
+    sentinels: int = 0
+    sample: list = field(default_factory=list)  # arrays, concatenated lazily
+
+    def update(self, x: np.ndarray, rng: np.random.Generator) -> None:
+        x = np.asarray(x)
+        if x.dtype.kind != "f":
+            return
+        flat = x.reshape(-1)
+        mask = np.abs(flat) >= SENTINEL
+        if mask.any():
+            self.sentinels += int(mask.sum())
+            flat = flat[~mask]
+        if flat.size == 0:
+            return
+        self.min = min(self.min, float(flat.min()))
+        self.max = max(self.max, float(flat.max()))
+        self.count += flat.size
+        take = min(flat.size, RESERVOIR)
+        self.sample.append(flat if take == flat.size else rng.choice(flat, take, replace=False))
+        if sum(s.size for s in self.sample) > 4 * RESERVOIR:
+            merged = np.concatenate(self.sample)
+            self.sample = [rng.choice(merged, RESERVOIR, replace=False)]
+
+    def values(self) -> np.ndarray:
+        return np.concatenate(self.sample).astype(np.float64) if self.sample else np.zeros(0)
+
+    def range(self, observer: str = "minmax", bits: int = 8, percentile: float = 99.99) -> tuple[float, float]:
+        """(lo, hi) for this tensor under ``observer``; always contains 0 and never exceeds [min, max]."""
+        if self.count == 0:
+            return 0.0, 0.0
+        lo, hi = min(self.min, 0.0), max(self.max, 0.0)
+        if observer == "minmax":
+            return lo, hi
+        v = self.values()
+        if observer == "percentile":
+            tail = (100.0 - percentile) / 2
+            plo, phi = np.percentile(v, [tail, 100.0 - tail])
+            return min(float(plo), 0.0), max(float(phi), 0.0)
+        fn = {"entropy": _entropy_threshold, "mse": _mse_threshold}.get(observer)
+        if fn is None:
+            raise InputError(f"unknown observer '{observer}'; choose one of {', '.join(OBSERVERS)}")
+        if lo < 0 < hi:  # signed tensor: one symmetric threshold
+            t = fn(np.abs(v), max(-lo, hi), bits)
+            return max(lo, -t), min(hi, t)
+        t = fn(np.abs(v), max(-lo, hi), bits)
+        return (0.0, min(hi, t)) if lo == 0.0 else (max(lo, -t), 0.0)
+
+
+def _entropy_threshold(absv: np.ndarray, amax: float, bits: int, nbins: int = 2048) -> float:
+    """TensorRT-style KL calibration of a clip threshold for |x| (unsigned half of the code range)."""
+    if amax <= 0 or absv.size == 0:
+        return amax
+    hist, edges = np.histogram(absv, bins=nbins, range=(0.0, amax))
+    hist = hist.astype(np.float64)
+    nq = (1 << (bits - 1))  # levels on one side
+    if nbins <= nq:
+        return amax
+    best, best_i = math.inf, nbins
+    total = hist.sum()
+    for i in range(nq, nbins + 1, max(1, (nbins - nq) // 256)):
+        p = hist[:i].copy()
+        p[i - 1] += hist[i:].sum()
+        # quantize the first i bins into nq levels, expand back over the non-empty bins
+        idx = (np.arange(i) * nq) // i
+        q_levels = np.bincount(idx, weights=hist[:i], minlength=nq)
+        nonzero = (hist[:i] > 0).astype(np.float64)
+        counts = np.bincount(idx, weights=nonzero, minlength=nq)
+        q = np.where(nonzero > 0, q_levels[idx] / np.maximum(counts[idx], 1), 0.0)
+        p /= total
+        qs = q.sum()
+        if qs == 0:
+            continue
+        q /= qs
+        m = (p > 0)
+        kl = float(np.sum(p[m] * np.log(p[m] / np.maximum(q[m], 1e-12))))
+        if kl < best:
+            best, best_i = kl, i
+    return float(edges[best_i]) if best_i < len(edges) else amax
+
+
+def _mse_threshold(absv: np.ndarray, amax: float, bits: int, steps: int = 100) -> float:
+    """Clip threshold minimising E[(x - Q(x))^2] over |x|, searched on a grid of fractions of max |x|."""
+    if amax <= 0 or absv.size == 0:
+        return amax
+    levels = (1 << (bits - 1)) - 1
+    best, best_t = math.inf, amax
+    for frac in np.linspace(0.05, 1.0, steps):
+        t = amax * frac
+        s = t / levels
+        q = np.minimum(np.round(absv / s), levels) * s
+        err = float(np.mean((absv - q) ** 2))
+        if err < best:
+            best, best_t = err, t
+    return best_t
+
+
+def iter_samples(calib: Mapping[str, np.ndarray], graph: Graph, source: str = "calibration data") -> Iterable[dict]:
+    """Check a calibration set ([N, *input_shape] per graph input) and yield one feed dict per sample."""
+    names = [v.name for v in graph.inputs]
+    missing = [n for n in names if n not in calib]
+    if missing:
+        raise InputError(f"{source} lacks graph input(s) {', '.join(repr(m) for m in missing)}; it holds "
+                         f"{', '.join(repr(k) for k in calib) or 'nothing'}")
+    counts = {n: len(calib[n]) if np.ndim(calib[n]) else 0 for n in names}
+    if not names:
+        return
+    n = counts[names[0]]
+    if n == 0 or any(c != n for c in counts.values()):
+        raise InputError(f"{source} must hold N >= 1 samples stacked on a leading axis for every input; "
+                         f"found {counts}")
+    for name in names:
+        arr = np.asarray(calib[name])
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            bad = int(np.count_nonzero(~np.isfinite(arr)))
+            raise InputError(f"{source}: input '{name}' holds {bad} NaN/Inf value(s); calibration needs finite data")
+    for i in range(n):
+        yield {name: np.asarray(calib[name][i]) for name in names}
+
+
+def calibrate(graph: Graph, calib: Mapping[str, np.ndarray], source: str = "calibration data",
+              progress: Callable[[int, int], None] | None = None, seed: int = 0) -> dict[str, TensorStats]:
+    """Run the float graph on every calibration sample; return {value name: TensorStats} for graph inputs and
+    every node output. ``progress(done, total)`` is called after each sample."""
+    from lowbit.runtime.float_executor import check_feeds, run as run_float
+    rng = np.random.default_rng(seed)
+    stats: dict[str, TensorStats] = {}
+
+    def observe(node, outs):
+        for v, o in zip(node.outputs, outs):
+            stats.setdefault(v.name, TensorStats()).update(o, rng)
+
+    samples = list(iter_samples(calib, graph, source))
+    for i, feeds in enumerate(samples):
+        feeds = check_feeds(graph, feeds, what=f"{source} sample {i}")
+        for name, x in feeds.items():
+            stats.setdefault(name, TensorStats()).update(x, rng)
+        run_float(graph, feeds, observe=observe, check=(i == 0))
+        if progress is not None:
+            progress(i + 1, len(samples))
+    return stats
+
+
+def stderr_progress(label: str = "calibrating") -> Callable[[int, int], None]:
+    """A one-line progress bar on stderr (only when stderr is a terminal)."""
+    tty = sys.stderr.isatty()
+
+    def show(done: int, total: int) -> None:
+        if not tty:
+            return
+        width = 30
+        filled = width * done // max(total, 1)
+        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+    return show

@@ -1,0 +1,122 @@
+"""Quantization specs: how one tensor's real values map to integers.
+
+    real = scale * (q - zero_point)
+
+per tensor (scalar scale and zero point) or per channel along ``axis``. Weights are symmetric (zero point 0)
+with the narrow range [-(2^(b-1) - 1), 2^(b-1) - 1] (TFLite's int8 weight convention; int4 weights use
+[-7, 7]); int8 activations are asymmetric over [-128, 127]; int16 activations are symmetric with zero point 0
+(TFLite's 16x8 mode); biases are int32 (int64 with 16-bit activations) with scale = s_in * s_w.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+_STORAGE = {4: np.int8, 8: np.int8, 16: np.int16, 32: np.int32, 64: np.int64}
+
+
+@dataclass(frozen=True, eq=False)
+class QuantSpec:
+    bits: int
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int | None = None
+    narrow: bool = False  # symmetric weights: the most negative code is not used
+    signed: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "scale", np.asarray(self.scale, np.float64))
+        object.__setattr__(self, "zero_point", np.asarray(self.zero_point, np.int64))
+        if self.bits not in _STORAGE:
+            raise ValueError(f"QuantSpec: {self.bits}-bit tensors are not supported (4, 8, 16, 32, 64)")
+        if np.any(~np.isfinite(self.scale)) or np.any(self.scale <= 0):
+            raise ValueError(f"QuantSpec: scales must be finite and positive, got {self.scale}")
+
+    @property
+    def dtype(self) -> np.dtype:
+        if not self.signed and self.bits == 8:
+            return np.dtype(np.uint8)
+        return np.dtype(_STORAGE[self.bits])
+
+    @property
+    def qmin(self) -> int:
+        if not self.signed:
+            return 0
+        return -(1 << (self.bits - 1)) + (1 if self.narrow else 0)
+
+    @property
+    def qmax(self) -> int:
+        return (1 << self.bits) - 1 if not self.signed else (1 << (self.bits - 1)) - 1
+
+    @property
+    def per_channel(self) -> bool:
+        return self.axis is not None and self.scale.ndim == 1
+
+    def _bcast(self, arr: np.ndarray, ndim: int) -> np.ndarray:
+        if not self.per_channel:
+            return arr
+        shape = [1] * ndim
+        shape[self.axis % ndim] = -1
+        return arr.reshape(shape)
+
+    def quantize(self, x) -> np.ndarray:
+        """round(x / scale) + zero_point, ties away from zero (TFLite's TfLiteRound), saturated."""
+        x = np.asarray(x, np.float64)
+        q = np.trunc(x / self._bcast(self.scale, x.ndim) + np.copysign(0.5, x)) \
+            + self._bcast(self.zero_point, x.ndim)
+        return np.clip(q, self.qmin, self.qmax).astype(self.dtype)
+
+    def dequantize(self, q) -> np.ndarray:
+        q = np.asarray(q)
+        return ((q.astype(np.float64) - self._bcast(self.zero_point, q.ndim))
+                * self._bcast(self.scale, q.ndim)).astype(np.float32)
+
+    def describe(self) -> str:
+        kind = f"int{self.bits}" if self.signed else f"uint{self.bits}"
+        if self.per_channel:
+            return f"{kind} per-channel(axis {self.axis}, {self.scale.size} scales)"
+        return f"{kind} scale {float(self.scale):.6g} zp {int(self.zero_point)}"
+
+    def to_dict(self) -> dict:
+        return {"bits": self.bits, "scale": self.scale.tolist(), "zero_point": self.zero_point.tolist(),
+                "axis": self.axis, "narrow": self.narrow, "signed": self.signed}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QuantSpec":
+        return cls(int(d["bits"]), np.asarray(d["scale"]), np.asarray(d["zero_point"]), d.get("axis"),
+                   bool(d.get("narrow", False)), bool(d.get("signed", True)))
+
+
+def activation_spec(lo: float, hi: float, bits: int) -> QuantSpec:
+    """Activation spec covering [lo, hi] (widened to include 0): asymmetric int8, symmetric int16."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if bits == 16:
+        m = max(-lo, hi)
+        return QuantSpec(16, (m / 32767.0) if m > 0 else 1.0, 0)
+    if bits != 8:
+        raise ValueError(f"activations are int8 or int16, not int{bits}")
+    if hi == lo:
+        return QuantSpec(8, 1.0, 0)
+    scale = (hi - lo) / 255.0
+    zp = int(np.clip(round(-128 - lo / scale), -128, 127))
+    return QuantSpec(8, scale, zp)
+
+
+def weight_spec(w: np.ndarray, bits: int, axis: int | None) -> QuantSpec:
+    """Symmetric narrow-range weight spec from the weights' max |w| (per channel along ``axis``)."""
+    w = np.asarray(w, np.float64)
+    if axis is None:
+        m = np.max(np.abs(w)) if w.size else 0.0
+    else:
+        axes = tuple(i for i in range(w.ndim) if i != axis % w.ndim)
+        m = np.max(np.abs(w), axis=axes) if w.size else np.zeros(w.shape[axis])
+    qmax = (1 << (bits - 1)) - 1
+    scale = np.where(m > 0, m / qmax, 1.0)
+    return QuantSpec(bits, scale, np.zeros_like(scale, np.int64), None if axis is None else axis % w.ndim, narrow=True)
+
+
+def bias_spec(input_scale: float, weight: QuantSpec, bits: int = 32) -> QuantSpec:
+    scale = float(input_scale) * weight.scale
+    return QuantSpec(bits, scale, np.zeros_like(scale, np.int64), 0 if weight.per_channel else None)

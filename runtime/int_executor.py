@@ -1,0 +1,85 @@
+"""The integer executor, lowbit's golden model: runs an integer-IR Graph (docs/integer_ir.md).
+
+Nodes in the ``lowbit.int`` domain run the integer kernels of ``INT_KERNELS``; standard ONNX data-movement
+ops (Reshape, Transpose, Slice, ...) run their dtype-generic float kernels on the integer tensors. Kernels that
+declare a ``_stats`` keyword receive a dict in which they count saturations; ``run`` returns these per-node
+statistics when asked.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Mapping
+
+import numpy as np
+
+import lowbit.runtime.kernels.float  # noqa: F401
+import lowbit.runtime.kernels.int  # noqa: F401
+from lowbit.errors import LowbitError, ModelError, UnsupportedOpError
+from lowbit.graph.ir import Graph, Node
+from lowbit.runtime.float_executor import check_feeds, last_uses
+from lowbit.runtime.registry import FLOAT_KERNELS, INT_KERNELS
+
+# Float kernels the integer executor may run on integer tensors: pure data movement, no arithmetic.
+DATA_MOVEMENT = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Gather", "GatherElements",
+                 "GatherND", "Concat", "Split", "Pad", "Expand", "Tile", "DepthToSpace", "SpaceToDepth", "Identity",
+                 "Shape", "Size", "Constant", "ConstantOfShape", "Range", "Cast"}
+
+
+def kernel_for(node: Node):
+    k = INT_KERNELS.get(node.op_type, node.domain)
+    if k is None and node.domain == "" and node.op_type in DATA_MOVEMENT:
+        k = FLOAT_KERNELS.get(node.op_type)
+    return k
+
+
+def check_integer_graph(graph: Graph) -> None:
+    missing = [n for n in graph.nodes if kernel_for(n) is None]
+    if missing:
+        kinds = sorted({f"{n.domain}.{n.op_type}" if n.domain else n.op_type for n in missing})
+        raise UnsupportedOpError(
+            f"lowbit's integer executor has no kernel for {', '.join(kinds)}: "
+            + ", ".join(n.describe() for n in missing[:20]) + (" ..." if len(missing) > 20 else ""))
+
+
+@functools.lru_cache(maxsize=None)
+def _extra_kwargs(kernel) -> tuple[bool, bool]:
+    params = inspect.signature(kernel).parameters
+    return "_stats" in params, "_n_outputs" in params
+
+
+def run(graph: Graph, feeds: Mapping[str, np.ndarray], stats: dict | None = None,
+        observe=None, check: bool = True) -> dict[str, np.ndarray]:
+    """Run the integer graph; ``stats`` (if given) receives {node name: {"saturated": n, ...}}."""
+    if check:
+        check_integer_graph(graph)
+        feeds = check_feeds(graph, feeds)
+    env = {id(v): np.asarray(feeds[v.name]) for v in graph.inputs}
+    frees = last_uses(graph)
+    for i, node in enumerate(graph.nodes):
+        args = [None if v is None else (v.const if v.const is not None else env[id(v)]) for v in node.inputs]
+        kernel = kernel_for(node)
+        kwargs = dict(node.attrs)
+        wants_stats, wants_n = _extra_kwargs(kernel)
+        node_stats: dict = {}
+        if wants_stats:
+            kwargs["_stats"] = node_stats
+        if wants_n:
+            kwargs["_n_outputs"] = len(node.outputs)
+        try:
+            result = kernel(*args, **kwargs)
+        except LowbitError:
+            raise
+        except Exception as e:
+            shapes = ", ".join("None" if a is None else f"{a.dtype}{list(a.shape)}" for a in args)
+            raise ModelError(f"{node.describe()} failed on inputs ({shapes}): {type(e).__name__}: {e}") from e
+        outs = list(result) if isinstance(result, (tuple, list)) else [result]
+        for v, o in zip(node.outputs, outs):
+            env[id(v)] = np.asarray(o)
+        if stats is not None and node_stats:
+            stats[node.name] = node_stats
+        if observe is not None:
+            observe(node, outs[:len(node.outputs)])
+        for v in frees.get(i, ()):
+            env.pop(id(v), None)
+    return {v.name: (v.const if v.const is not None else env[id(v)]) for v in graph.outputs}
