@@ -32,6 +32,21 @@ def ort_runner(model_path, threads: int = 1) -> RunFn:
     return run
 
 
+def lowbit_runner(model_path) -> RunFn:
+    """A ``run_fn`` executing ``model_path`` with lowbit's importer, passes and float executor."""
+    import lowbit
+
+    graph = lowbit.load(str(model_path))
+
+    def run(feeds):
+        return lowbit.run(graph, dict(feeds))
+
+    return run
+
+
+RUNNERS = {"ort": ort_runner, "lowbit": lowbit_runner}
+
+
 def _first(outputs: Outputs, key: str = "logits") -> np.ndarray:
     if isinstance(outputs, Mapping):
         return np.asarray(outputs[key] if key in outputs else next(iter(outputs.values())))
