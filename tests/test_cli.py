@@ -144,3 +144,14 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
     bad.write_bytes(b"nope")
     p = subprocess.run([sys.executable, "-m", "lowbit.tools.cli", "inspect", str(bad)], capture_output=True, text=True)
     assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.count("\n") == 1
+
+
+def test_zoo_list_and_path():
+    r = _invoke("zoo", "list", "--json")
+    assert r.exit_code == 0
+    rows = json.loads(r.output)
+    assert {row["name"] for row in rows} >= {"mobilenet_digits", "lmu_seqdigits", "autoneural_vqa"}
+    assert all(row["float_accuracy"] > 0.9 for row in rows)
+    r = _invoke("zoo", "path", "lmu_seqdigits", "--kind", "step")
+    assert r.exit_code == 0 and r.output.strip().endswith("lmu_seqdigits_step.onnx")
+    _user_error(_invoke("zoo", "path", "nope"), "nope")
