@@ -54,10 +54,12 @@ def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
     a = np.asarray(a, np.int64)
     b = np.asarray(b, np.int64)
     ab = a * b
-    nudge = np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
-    s = ab + nudge
-    high = np.where(s >= 0, s >> 31, -((-s) >> 31))  # C++ division truncates toward zero
-    return np.where((a == INT32_MIN) & (b == INT32_MIN), np.int64(INT32_MAX), high)
+    low31 = np.int64((1 << 31) - 1)
+    s = ab + (np.int64(1 << 30) - ((ab >> 63) & low31))  # nudge: 2^30, or 1 - 2^30 when ab < 0
+    high = (s + ((s >> 63) & low31)) >> 31  # C++ division truncates toward zero (floor, + 1 for inexact s < 0)
+    if np.any(a == INT32_MIN) and np.any(b == INT32_MIN):
+        high = np.where((a == INT32_MIN) & (b == INT32_MIN), np.int64(INT32_MAX), high)
+    return high
 
 
 def rounding_divide_by_pot(x, exponent) -> np.ndarray:
