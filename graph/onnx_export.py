@@ -40,7 +40,8 @@ def to_onnx_model(graph: Graph, producer: str = "lowbit") -> onnx.ModelProto:
         nodes.append(helper.make_node(
             n.op_type, [v.name if v is not None else "" for v in n.inputs], [v.name for v in n.outputs],
             name=n.name, domain=n.domain))
-        nodes[-1].attribute.extend(_attr(k, a) for k, a in n.attrs.items())
+        # attributes starting with "_" are run-time caches of a kernel, never part of the model
+        nodes[-1].attribute.extend(_attr(k, a) for k, a in n.attrs.items() if not k.startswith("_"))
     inits = [numpy_helper.from_array(np.asarray(v.const), v.name) for v in used_consts.values()]
     internal = [v for n in graph.nodes for v in n.outputs
                 if v.dtype is not None and v not in graph.outputs]

@@ -39,25 +39,29 @@ class TensorStats:
     sentinels: int = 0
     sample: list = field(default_factory=list)  # arrays, concatenated lazily
 
-    def update(self, x: np.ndarray, rng: np.random.Generator) -> None:
+    def update(self, x: np.ndarray, rng: np.random.Generator, keep_sample: bool = True) -> None:
         x = np.asarray(x)
-        if x.dtype.kind != "f":
+        if x.dtype.kind != "f" or x.size == 0:
             return
         flat = x.reshape(-1)
-        mask = np.abs(flat) >= SENTINEL
-        if mask.any():
+        lo, hi = float(flat.min()), float(flat.max())
+        if lo <= -SENTINEL or hi >= SENTINEL or not (np.isfinite(lo) and np.isfinite(hi)):
+            mask = ~(np.abs(flat) < SENTINEL)  # NaN counts as a sentinel too
             self.sentinels += int(mask.sum())
             flat = flat[~mask]
-        if flat.size == 0:
-            return
-        self.min = min(self.min, float(flat.min()))
-        self.max = max(self.max, float(flat.max()))
+            if flat.size == 0:
+                return
+            lo, hi = float(flat.min()), float(flat.max())
+        self.min = min(self.min, lo)
+        self.max = max(self.max, hi)
         self.count += flat.size
-        take = min(flat.size, RESERVOIR)
-        self.sample.append(flat if take == flat.size else rng.choice(flat, take, replace=False))
+        if not keep_sample:
+            return
+        step = max(1, flat.size // RESERVOIR)  # a strided view from a random offset: cheap and unbiased enough
+        self.sample.append(np.array(flat[int(rng.integers(step))::step][:RESERVOIR]))
         if sum(s.size for s in self.sample) > 4 * RESERVOIR:
             merged = np.concatenate(self.sample)
-            self.sample = [rng.choice(merged, RESERVOIR, replace=False)]
+            self.sample = [merged[rng.permutation(merged.size)[:RESERVOIR]]]
 
     def values(self) -> np.ndarray:
         return np.concatenate(self.sample).astype(np.float64) if self.sample else np.zeros(0)
@@ -69,6 +73,8 @@ class TensorStats:
         lo, hi = min(self.min, 0.0), max(self.max, 0.0)
         if observer == "minmax":
             return lo, hi
+        if not self.sample:
+            raise ValueError(f"observer '{observer}' needs value samples; calibrate with keep_samples=True")
         v = self.values()
         if observer == "percentile":
             tail = (100.0 - percentile) / 2
@@ -133,7 +139,10 @@ def _mse_threshold(absv: np.ndarray, amax: float, bits: int, steps: int = 100) -
 
 
 def iter_samples(calib: Mapping[str, np.ndarray], graph: Graph, source: str = "calibration data") -> Iterable[dict]:
-    """Check a calibration set ([N, *input_shape] per graph input) and yield one feed dict per sample."""
+    """Check a calibration set ([N, *input_shape] per graph input) and yield one feed dict per sample.
+
+    A set stacked along the model's own batch axis ([N, C, H, W] for an input [batch, C, H, W]) is read as N
+    batches of one."""
     names = [v.name for v in graph.inputs]
     missing = [n for n in names if n not in calib]
     if missing:
@@ -151,27 +160,36 @@ def iter_samples(calib: Mapping[str, np.ndarray], graph: Graph, source: str = "c
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
             bad = int(np.count_nonzero(~np.isfinite(arr)))
             raise InputError(f"{source}: input '{name}' holds {bad} NaN/Inf value(s); calibration needs finite data")
+    ranks = {v.name: (len(v.shape) if v.shape is not None else None) for v in graph.inputs}
     for i in range(n):
-        yield {name: np.asarray(calib[name][i]) for name in names}
+        sample = {}
+        for name in names:
+            x = np.asarray(calib[name][i])
+            if ranks[name] is not None and x.ndim == ranks[name] - 1:
+                x = x[None]  # samples stacked along the model's own batch axis: one sample is a batch of 1
+            sample[name] = x
+        yield sample
 
 
 def calibrate(graph: Graph, calib: Mapping[str, np.ndarray], source: str = "calibration data",
-              progress: Callable[[int, int], None] | None = None, seed: int = 0) -> dict[str, TensorStats]:
+              progress: Callable[[int, int], None] | None = None, seed: int = 0,
+              keep_samples: bool = True) -> dict[str, TensorStats]:
     """Run the float graph on every calibration sample; return {value name: TensorStats} for graph inputs and
-    every node output. ``progress(done, total)`` is called after each sample."""
+    every node output. ``progress(done, total)`` is called after each sample. ``keep_samples=False`` records
+    exact ranges only (enough for the minmax observer, and faster)."""
     from lowbit.runtime.float_executor import check_feeds, run as run_float
     rng = np.random.default_rng(seed)
     stats: dict[str, TensorStats] = {}
 
     def observe(node, outs):
         for v, o in zip(node.outputs, outs):
-            stats.setdefault(v.name, TensorStats()).update(o, rng)
+            stats.setdefault(v.name, TensorStats()).update(o, rng, keep_samples)
 
     samples = list(iter_samples(calib, graph, source))
     for i, feeds in enumerate(samples):
         feeds = check_feeds(graph, feeds, what=f"{source} sample {i}")
         for name, x in feeds.items():
-            stats.setdefault(name, TensorStats()).update(x, rng)
+            stats.setdefault(name, TensorStats()).update(x, rng, keep_samples)
         run_float(graph, feeds, observe=observe, check=(i == 0))
         if progress is not None:
             progress(i + 1, len(samples))

@@ -9,11 +9,17 @@ with the narrow range [-(2^(b-1) - 1), 2^(b-1) - 1] (TFLite's int8 weight conven
 """
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 
 import numpy as np
 
 _STORAGE = {4: np.int8, 8: np.int8, 16: np.int16, 32: np.int32, 64: np.int64}
+
+
+def _f32(x):
+    """Scales are float32 numbers, as TFLite stores them, so lowbit and an exported model agree exactly."""
+    return np.asarray(x, np.float32).astype(np.float64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,13 +86,39 @@ class QuantSpec:
         return f"{kind} scale {float(self.scale):.6g} zp {int(self.zero_point)}"
 
     def to_dict(self) -> dict:
-        return {"bits": self.bits, "scale": self.scale.tolist(), "zero_point": self.zero_point.tolist(),
-                "axis": self.axis, "narrow": self.narrow, "signed": self.signed}
+        """A compact JSON-able form: scalars as numbers, per-channel arrays as base64 (float32 scales when they
+        are float32 numbers, as lowbit's always are; int32 zero points)."""
+        d = {"bits": self.bits, "scale": _pack(self.scale), "zero_point": _pack(self.zero_point)}
+        if self.axis is not None:
+            d["axis"] = self.axis
+        if self.narrow:
+            d["narrow"] = True
+        if not self.signed:
+            d["signed"] = False
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "QuantSpec":
-        return cls(int(d["bits"]), np.asarray(d["scale"]), np.asarray(d["zero_point"]), d.get("axis"),
+        return cls(int(d["bits"]), _unpack(d["scale"]), _unpack(d["zero_point"]), d.get("axis"),
                    bool(d.get("narrow", False)), bool(d.get("signed", True)))
+
+
+def _pack(a: np.ndarray):
+    if a.ndim == 0:
+        return a.item()
+    if a.dtype.kind == "f":
+        f32 = a.astype("<f4")
+        if np.array_equal(f32.astype(np.float64), a):
+            return {"f32": base64.b64encode(f32.tobytes()).decode()}
+        return {"f64": base64.b64encode(a.astype("<f8").tobytes()).decode()}
+    return {"i32": base64.b64encode(a.astype("<i4").tobytes()).decode()}
+
+
+def _unpack(v):
+    if not isinstance(v, dict):
+        return np.asarray(v)
+    (kind, text), = v.items()
+    return np.frombuffer(base64.b64decode(text), {"f32": "<f4", "f64": "<f8", "i32": "<i4"}[kind]).copy()
 
 
 def activation_spec(lo: float, hi: float, bits: int) -> QuantSpec:
@@ -94,12 +126,12 @@ def activation_spec(lo: float, hi: float, bits: int) -> QuantSpec:
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     if bits == 16:
         m = max(-lo, hi)
-        return QuantSpec(16, (m / 32767.0) if m > 0 else 1.0, 0)
+        return QuantSpec(16, _f32((m / 32767.0) if m > 0 else 1.0), 0)
     if bits != 8:
         raise ValueError(f"activations are int8 or int16, not int{bits}")
     if hi == lo:
         return QuantSpec(8, 1.0, 0)
-    scale = (hi - lo) / 255.0
+    scale = float(_f32((hi - lo) / 255.0))
     zp = int(np.clip(round(-128 - lo / scale), -128, 127))
     return QuantSpec(8, scale, zp)
 
@@ -113,10 +145,10 @@ def weight_spec(w: np.ndarray, bits: int, axis: int | None) -> QuantSpec:
         axes = tuple(i for i in range(w.ndim) if i != axis % w.ndim)
         m = np.max(np.abs(w), axis=axes) if w.size else np.zeros(w.shape[axis])
     qmax = (1 << (bits - 1)) - 1
-    scale = np.where(m > 0, m / qmax, 1.0)
+    scale = _f32(np.where(m > 0, m / qmax, 1.0))
     return QuantSpec(bits, scale, np.zeros_like(scale, np.int64), None if axis is None else axis % w.ndim, narrow=True)
 
 
 def bias_spec(input_scale: float, weight: QuantSpec, bits: int = 32) -> QuantSpec:
-    scale = float(input_scale) * weight.scale
+    scale = float(input_scale) * weight.scale  # exact products of float32 scales, as TFLite computes them
     return QuantSpec(bits, scale, np.zeros_like(scale, np.int64), 0 if weight.per_channel else None)

@@ -1,7 +1,8 @@
 """The integer executor, lowbit's golden model: runs an integer-IR Graph (docs/integer_ir.md).
 
-Nodes in the ``lowbit.int`` domain run the integer kernels of ``INT_KERNELS``; standard ONNX data-movement
-ops (Reshape, Transpose, Slice, ...) run their dtype-generic float kernels on the integer tensors. Kernels that
+Nodes in the ``lowbit.int`` domain run the integer kernels of ``INT_KERNELS``; every other node runs its float
+kernel: standard data-movement ops (Reshape, Transpose, Slice, ...) on integer tensors, and the float islands
+the lowering left (ops with no integer lowering yet, between Dequantize and Quantize). Kernels that
 declare a ``_stats`` keyword receive a dict in which they count saturations; ``run`` returns these per-node
 statistics when asked.
 """
@@ -18,19 +19,12 @@ import lowbit.runtime.kernels.int  # noqa: F401
 from lowbit.errors import LowbitError, ModelError, UnsupportedOpError
 from lowbit.graph.ir import Graph, Node
 from lowbit.runtime.float_executor import check_feeds, last_uses
-from lowbit.runtime.registry import FLOAT_KERNELS, INT_KERNELS
-
-# Float kernels the integer executor may run on integer tensors: pure data movement, no arithmetic.
-DATA_MOVEMENT = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Gather", "GatherElements",
-                 "GatherND", "Concat", "Split", "Pad", "Expand", "Tile", "DepthToSpace", "SpaceToDepth", "Identity",
-                 "Shape", "Size", "Constant", "ConstantOfShape", "Range", "Cast"}
-
+from lowbit.runtime.registry import FLOAT_KERNELS, INT_DOMAIN, INT_KERNELS
 
 def kernel_for(node: Node):
-    k = INT_KERNELS.get(node.op_type, node.domain)
-    if k is None and node.domain == "" and node.op_type in DATA_MOVEMENT:
-        k = FLOAT_KERNELS.get(node.op_type)
-    return k
+    if node.domain == INT_DOMAIN:
+        return INT_KERNELS.get(node.op_type, node.domain)
+    return FLOAT_KERNELS.get(node.op_type, node.domain)
 
 
 def check_integer_graph(graph: Graph) -> None:

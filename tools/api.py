@@ -52,3 +52,26 @@ def run(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
     """Run a float graph on one set of inputs (name -> array); returns {output name: array}."""
     from lowbit.runtime.float_executor import run as run_float
     return run_float(graph, inputs)
+
+
+def is_artifact(path: str) -> bool:
+    """True when ``path`` is an ONNX file written by ``lowbit compile`` (reads only the metadata)."""
+    import onnx
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception:
+        return False
+    return any(p.key == "lowbit.format" for p in model.metadata_props)
+
+
+def load_program(path: str, shapes: dict[str, tuple] | None = None):
+    """A runnable program from a file: an Artifact (compiled .onnx, or a quantized .tflite imported as-is)
+    or, for a plain .onnx model, its float Graph."""
+    from lowbit.runtime.artifact import Artifact
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".tflite":
+        from lowbit.graph.tflite import load_tflite
+        return Artifact(load_tflite(path), {"precision": "from .tflite"}, path)
+    if ext == ".onnx" and os.path.isfile(path) and is_artifact(path):
+        return Artifact.load(path)
+    return load(path, shapes, optimize=False)

@@ -81,23 +81,106 @@ def inspect(model, shapes, as_json, no_passes):
               help=".npz keyed by graph input names, one sample per input in its own shape.")
 @click.option("--outputs", "outputs_path", required=True, type=click.Path(dir_okay=False),
               help=".npz to write, keyed by graph output names.")
+@click.option("--raw", is_flag=True, help="Integer programs: write the raw integer outputs, not dequantized floats.")
 @_shape_option
-def run(model, inputs_path, outputs_path, shapes):
-    """Run MODEL on the arrays in --inputs and write the outputs to --outputs."""
+def run(model, inputs_path, outputs_path, raw, shapes):
+    """Run MODEL (float .onnx, compiled artifact, or quantized .tflite) on --inputs; write --outputs.
+
+    A float .onnx runs on the float executor; an artifact or .tflite runs on the integer executor, taking
+    float inputs (quantized with each input's spec) or integer inputs (raw codes)."""
+    from lowbit.runtime.artifact import Artifact
     from lowbit.runtime.float_executor import check_feeds
-    from lowbit.tools.api import load, run as run_graph
+    from lowbit.tools.api import load_program, run as run_graph
     from lowbit.tools.files import load_npz, save_npz
-    from lowbit.graph.onnx_import import bind_input_shapes
-    from lowbit.graph.passes import optimize
     feeds = load_npz(inputs_path)
-    graph = load(model, _parse_shapes(shapes) or None, optimize=False)
-    check_feeds(graph, feeds, what=inputs_path)
-    bind_input_shapes(graph, {v.name: feeds[v.name].shape for v in graph.inputs if not v.is_static})
-    optimize(graph)
-    outs = run_graph(graph, feeds)
+    program = load_program(model, _parse_shapes(shapes) or None)
+    if isinstance(program, Artifact):
+        outs = program.run(feeds, raw=raw)
+    else:
+        from lowbit.graph.onnx_import import bind_input_shapes
+        from lowbit.graph.passes import optimize
+        graph = program
+        check_feeds(graph, feeds, what=inputs_path)
+        bind_input_shapes(graph, {v.name: feeds[v.name].shape for v in graph.inputs if not v.is_static})
+        optimize(graph)
+        outs = run_graph(graph, feeds)
     save_npz(outputs_path, outs)
     click.echo(f"wrote {len(outs)} output(s) to {outputs_path}: "
                + ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in outs.items()))
+
+
+_precision_help = "w8a8 (int8), w8a16 (TFLite 16x8), w4a8, w4a16, w16a16"
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--calib", "calib_path", type=click.Path(dir_okay=False),
+              help=".npz with N samples per input stacked on a leading axis ([N, *input_shape]).")
+@click.option("--precision", default="w8a8", show_default=True, help=_precision_help)
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False), help="Per-layer plan file (TOML).")
+@click.option("--observer", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default=None,
+              help="Range observer for activations (default minmax, or the plan's).")
+@click.option("-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False),
+              help="Artifact file to write (.onnx container of the integer program).")
+def compile(model, calib_path, precision, plan_path, observer, output_path):
+    """Calibrate and lower MODEL to an integer program; write it as an artifact."""
+    from lowbit.quant.compile import compile_graph
+    from lowbit.quant.calibrate import stderr_progress
+    from lowbit.quant.plan import make_plan
+    from lowbit.runtime.artifact import Artifact
+    from lowbit.tools.api import load
+    from lowbit.tools.files import load_npz
+    plan = make_plan(precision, plan_path, observer)
+    if model.lower().endswith(".tflite"):
+        from lowbit.graph.tflite import load_tflite
+        artifact = Artifact(load_tflite(model), {"precision": "from .tflite"}, model)
+    else:
+        if not calib_path:
+            raise click.UsageError("--calib is required to compile a float model")
+        calib = load_npz(calib_path)
+        graph = load(model, optimize=False)
+        artifact, lowered = compile_graph(graph, calib, plan, model, calib_path, stderr_progress())
+        if lowered.float_islands:
+            click.echo(f"note: {len(lowered.float_islands)} node(s) stay float (no integer lowering yet): "
+                       + ", ".join(lowered.float_islands[:10]) + (" ..." if len(lowered.float_islands) > 10 else ""),
+                       err=True)
+    artifact.save(output_path)
+    ints = sum(1 for n in artifact.graph.nodes if n.domain == "lowbit.int")
+    click.echo(f"wrote {output_path}: {len(artifact.graph.nodes)} nodes ({ints} integer), "
+               f"precision {artifact.plan.get('precision')}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--calib", "calib_path", required=True, type=click.Path(dir_okay=False),
+              help="Calibration .npz ([N, *input_shape] per input).")
+@click.option("--eval", "eval_path", required=True, type=click.Path(dir_okay=False),
+              help="Evaluation .npz ([N, *input_shape] per input, optional 'labels' [N]).")
+@click.option("--precision", "precisions", default="w8a8,w4a8,w8a16,w4a16", show_default=True,
+              help="Comma-separated precisions to compare: " + _precision_help)
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False), help="Per-layer plan file (TOML).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a per-layer SQNR plot (PNG).")
+def compare(model, calib_path, eval_path, precisions, plan_path, json_path, plot_path):
+    """Per-layer SQNR, cosine, max error and saturations, one column per precision, and end-to-end accuracy."""
+    from lowbit.quant.calibrate import stderr_progress
+    from lowbit.quant.compare import compare as run_compare, report_text
+    from lowbit.quant.plan import parse_precision
+    from lowbit.tools.api import load
+    from lowbit.tools.files import atomic_write_bytes, load_npz
+    precs = [p.strip() for p in precisions.split(",") if p.strip()]
+    for p in precs:
+        parse_precision(p)
+    calib, evalset = load_npz(calib_path), load_npz(eval_path)
+    graph = load(model, optimize=False)
+    report = run_compare(graph, calib, evalset, precs, plan_path, stderr_progress(),
+                         calib_source=calib_path, eval_source=eval_path)
+    if json_path:
+        atomic_write_bytes(json_path, json.dumps(report, indent=1).encode())
+    if plot_path:
+        from lowbit.tools.plot import sqnr_plot_png
+        atomic_write_bytes(plot_path, sqnr_plot_png(report))
+    click.echo(report_text(report))
 
 
 @main.group()

@@ -1,0 +1,236 @@
+"""Lowering: float IR + calibration ranges + precision plan -> integer IR (docs/integer_ir.md).
+
+The algebra first (TFLite's quantization spec, real = s * (q - z)):
+- linear ops (Conv, Gemm/MatMul with constant weights): acc = sum (q_x - z_x) * q_w + q_b with
+  s_b = s_x * s_w[c]; q_y = z_y + M[c] * acc, M[c] = s_x * s_w[c] / s_y, then clamp to the activation range
+  (a fused Relu/Relu6/Clip only narrows that range).
+- element-wise nonlinearities f: a lookup table over every input code, q_y = Q_y(f(D_x(q_x))).
+- data movement (Reshape, Transpose, Slice, ...): the codes move unchanged, so the output spec is the input's.
+- Concat: inputs are requantized to the output spec first.
+Ops with no integer lowering yet run as float islands: Dequantize -> the float op -> Quantize, each listed in
+``Lowered.float_islands`` so that reports say so plainly.
+
+``LOWERINGS`` maps an op type to a function ``(ctx, node) -> bool``; False means "not lowerable as-is", and the
+node becomes a float island.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from lowbit.graph.ir import Graph, Node, Value
+from lowbit.quant.calibrate import TensorStats
+from lowbit.quant.plan import NodePrecision
+from lowbit.quant.prepare_linear import prepare_dequantize, prepare_quantize
+from lowbit.quant.spec import QuantSpec, activation_spec
+from lowbit.runtime.registry import INT_DOMAIN
+
+# ops whose output codes are the input codes rearranged (same QuantSpec)
+DATA_MOVEMENT = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Gather", "Split",
+                 "Identity", "DepthToSpace", "SpaceToDepth", "Expand", "Tile", "GlobalMaxPool"}
+
+
+@dataclass
+class Lowered:
+    graph: Graph
+    float_of: dict[str, str] = field(default_factory=dict)  # integer value name -> float value it stands for
+    float_islands: list[str] = field(default_factory=list)  # float nodes left in the integer graph
+    precisions: dict[str, str] = field(default_factory=dict)
+
+
+class LowerContext:
+    """State of one lowering: the float graph, its ranges and precisions, and the integer graph being built."""
+
+    def __init__(self, fgraph: Graph, stats: dict[str, TensorStats], precisions: dict[str, NodePrecision],
+                 options: dict | None = None):
+        self.options = dict(options or {})
+        self.f = fgraph
+        self.stats = stats
+        self.precisions = precisions
+        self.g = Graph(fgraph.name, dict(fgraph.opsets))
+        self.g.metadata = dict(fgraph.metadata)
+        self.int_of: dict[int, Value] = {}    # id(float value) -> integer value carrying it
+        self.float_of: dict[int, Value] = {}  # id(float value) -> float value in the integer graph
+        self.islands: list[str] = []
+        self.map_back: dict[str, str] = {}
+        self.spec_override: dict[int, QuantSpec] = {}
+        self.fused: set[str] = set()  # float nodes folded into their producer (Relu/Clip after Conv, ...)
+
+    # -- specs ---------------------------------------------------------------------------------------------
+    def act_bits(self, v: Value) -> int:
+        node = v.producer or (v.consumers[0] if v.consumers else None)
+        p = self.precisions.get(node.name) if node is not None else None
+        return p.act_bits if p is not None else 8
+
+    def spec_of(self, v: Value) -> QuantSpec:
+        """The activation spec of float value ``v``: fixed by an op where TFLite fixes it, else from ranges."""
+        if id(v) in self.spec_override:
+            return self.spec_override[id(v)]
+        st = self.stats.get(v.name)
+        node = v.producer
+        p = self.precisions.get(node.name) if node is not None else None
+        observer = p.observer if p is not None else "minmax"
+        bits = self.act_bits(v)
+        lo, hi = (0.0, 0.0) if st is None else st.range(observer, bits)
+        return activation_spec(lo, hi, bits)
+
+    # -- values ----------------------------------------------------------------------------------------------
+    def integer(self, v: Value) -> Value:
+        """The integer value standing for float value ``v`` (quantizing it where it only exists as float)."""
+        got = self.int_of.get(id(v))
+        if got is not None:
+            return got
+        if v.const is not None:
+            spec = _const_spec(v.const, self.act_bits(v))
+            q = self.g.add_const(f"{v.name}_q", spec.quantize(v.const))
+            q.quant = spec
+            self.int_of[id(v)] = q
+            return q
+        fv = self.floating(v)
+        spec = self.spec_of(v)
+        q = self.g.new_value(f"{v.name}_q", fv.shape, spec.dtype)
+        q.quant = spec
+        self.g.add_node("Quantize", [fv], [q], prepare_quantize(spec), domain=INT_DOMAIN,
+                        name=self.g.unique_node_name(f"{v.name}_quantize"))
+        self.int_of[id(v)] = q
+        self.map_back[q.name] = v.name
+        return q
+
+    def floating(self, v: Value) -> Value:
+        """The float value standing for ``v`` (dequantizing the integer one where needed)."""
+        got = self.float_of.get(id(v))
+        if got is not None:
+            return got
+        if v.const is not None:
+            c = self.g.add_const(v.name, v.const)
+            self.float_of[id(v)] = c
+            return c
+        q = self.int_of.get(id(v))
+        if q is None:
+            raise KeyError(v.name)
+        fv = self.g.new_value(f"{v.name}_f" if self.g.values.get(v.name) else v.name, v.shape, np.float32)
+        self.g.add_node("Dequantize", [q], [fv], prepare_dequantize(q.quant),
+                        domain=INT_DOMAIN, name=self.g.unique_node_name(f"{v.name}_dequantize"))
+        self.float_of[id(v)] = fv
+        return fv
+
+    def new_int(self, fv: Value, spec: QuantSpec) -> Value:
+        """A fresh integer value for float value ``fv`` with ``spec``, registered as its integer form."""
+        q = self.g.new_value(f"{fv.name}_q", fv.shape, spec.dtype)
+        q.quant = spec
+        self.int_of[id(fv)] = q
+        self.map_back[q.name] = fv.name
+        return q
+
+    def emit(self, op: str, inputs, outputs, attrs=None, node: Node | None = None, domain: str = INT_DOMAIN) -> Node:
+        name = self.g.unique_node_name(node.name if node is not None else op)
+        return self.g.add_node(op, inputs, outputs, attrs or {}, name=name, domain=domain)
+
+
+def _const_spec(c: np.ndarray, bits: int) -> QuantSpec:
+    return activation_spec(float(np.min(c)) if c.size else 0.0, float(np.max(c)) if c.size else 0.0, bits)
+
+
+# -- lowering rules ---------------------------------------------------------------------------------------------
+Lowering = Callable[[LowerContext, Node], bool]
+LOWERINGS: dict[str, Lowering] = {}
+
+
+def lowering(*ops: str):
+    def deco(fn: Lowering) -> Lowering:
+        for op in ops:
+            LOWERINGS[op] = fn
+        return fn
+    return deco
+
+
+@lowering(*DATA_MOVEMENT)
+def _lower_data_movement(ctx: LowerContext, node: Node) -> bool:
+    """Codes move unchanged: the outputs reuse the (first) input's spec."""
+    x = node.inputs[0]
+    if x.dtype is None or x.dtype.kind != "f":
+        return False  # shape arithmetic and index tensors are not quantized
+    qx = ctx.integer(x)
+    ins = [qx] + [None if v is None else ctx.floating(v) for v in node.inputs[1:]]
+    outs = [ctx.new_int(o, qx.quant) for o in node.outputs]
+    ctx.emit(node.op_type, ins, outs, node.attrs, node, domain="")
+    return True
+
+
+@lowering("Concat")
+def _lower_concat(ctx: LowerContext, node: Node) -> bool:
+    """Requantize every input to the output spec, then concatenate the codes."""
+    out_spec = ctx.spec_of(node.outputs[0])
+    ins = [requantize(ctx, ctx.integer(v), out_spec) for v in node.inputs]
+    ctx.emit("Concat", ins, [ctx.new_int(node.outputs[0], out_spec)], node.attrs, node, domain="")
+    return True
+
+
+def requantize(ctx: LowerContext, q: Value, spec: QuantSpec) -> Value:
+    """``q`` re-expressed in ``spec`` (the same value when the specs already agree)."""
+    if _same_spec(q.quant, spec):
+        return q
+    from lowbit.quant.prepare_linear import prepare_requantize
+    out = ctx.g.new_value(f"{q.name}_rq", q.shape, spec.dtype)
+    out.quant = spec
+    ctx.emit("Requantize", [q], [out], prepare_requantize(q.quant, spec))
+    return out
+
+
+def _same_spec(a: QuantSpec, b: QuantSpec) -> bool:
+    return a.bits == b.bits and np.array_equal(a.scale, b.scale) and np.array_equal(a.zero_point, b.zero_point)
+
+
+def _lower_float_island(ctx: LowerContext, node: Node) -> None:
+    ins = [None if v is None else ctx.floating(v) for v in node.inputs]
+    outs = []
+    for o in node.outputs:
+        fo = ctx.g.new_value(o.name, o.shape, o.dtype)
+        ctx.float_of[id(o)] = fo
+        outs.append(fo)
+    ctx.emit(node.op_type, ins, outs, node.attrs, node, domain=node.domain)
+    ctx.islands.append(node.name)
+
+
+def lower(fgraph: Graph, stats: dict[str, TensorStats], precisions: dict[str, NodePrecision],
+          options: dict | None = None) -> Lowered:
+    """Lower a shape-inferred float graph to the integer IR; graph inputs and outputs stay float.
+
+    ``options`` select arithmetic variants a target needs, e.g. ``{"fc_requant": "float64"}`` for LiteRT's
+    reference FULLY_CONNECTED, which rescales in double precision (docs/integer_ir.md).
+    """
+    ctx = LowerContext(fgraph, stats, precisions, options)
+    for v in fgraph.inputs:
+        fv = ctx.g.new_value(v.name, v.shape, v.dtype)
+        ctx.g.inputs.append(fv)
+        ctx.float_of[id(v)] = fv
+    for node in fgraph.nodes:
+        if node.name in ctx.fused:
+            continue
+        rule = LOWERINGS.get(node.op_type) if node.domain == "" else LOWERINGS.get(f"{node.domain}.{node.op_type}")
+        fused_before = set(ctx.fused)
+        if rule is None or not _all_float_inputs_known(ctx, node) or not rule(ctx, node):
+            ctx.fused = fused_before
+            _lower_float_island(ctx, node)
+    for v in fgraph.outputs:
+        out = ctx.floating(v)
+        if out.name != v.name:  # keep the float graph's output names
+            ident = ctx.g.new_value(v.name, v.shape, np.float32) if v.name not in ctx.g.values else None
+            if ident is not None:
+                ctx.emit("Identity", [out], [ident], domain="")
+                out = ident
+        ctx.g.outputs.append(out)
+    ctx.g.toposort()
+    ctx.g.verify()
+    from lowbit.graph.passes import remove_dead_nodes
+    remove_dead_nodes(ctx.g)
+    return Lowered(ctx.g, ctx.map_back, ctx.islands, {k: p.name for k, p in precisions.items()})
+
+
+def _all_float_inputs_known(ctx: LowerContext, node: Node) -> bool:
+    return all(v is None or v.const is not None or id(v) in ctx.int_of or id(v) in ctx.float_of for v in node.inputs)
+
+
+from lowbit.quant import lower_ops  # noqa: E402,F401  (registers the arithmetic rules)

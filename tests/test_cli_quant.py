@@ -1,0 +1,109 @@
+"""CLI: compile, run on an artifact (float and --raw), compare; every bad input is one line and exit code 2
+with no output file."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lowbit.tools import zoo
+from lowbit.tools.cli import main
+
+MODEL = str(zoo.path("mobilenet_digits"))
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _user_error(r, *fragments):
+    assert r.exit_code == 2, (r.exit_code, r.output, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("q")
+    calib = zoo.load_calib("mobilenet_digits")
+    ev = zoo.load_eval("mobilenet_digits")
+    np.savez(d / "calib.npz", image=calib["image"][:16])
+    np.savez(d / "eval.npz", image=ev["image"][:24], labels=ev["labels"][:24])
+    np.savez(d / "one.npz", image=ev["image"][:1])
+    return d
+
+
+def test_compile_run_and_raw(data):
+    art = data / "m.onnx"
+    r = _invoke("compile", MODEL, "--calib", data / "calib.npz", "--precision", "w8a8", "-o", art)
+    assert r.exit_code == 0, r.stderr
+    assert "integer" in r.output and art.exists()
+    r = _invoke("run", art, "--inputs", data / "one.npz", "--outputs", data / "out.npz")
+    assert r.exit_code == 0, r.stderr
+    out = np.load(data / "out.npz")["logits"]
+    assert out.dtype == np.float32 and out.shape == (1, 10)
+    r = _invoke("run", art, "--inputs", data / "one.npz", "--outputs", data / "raw.npz", "--raw")
+    assert r.exit_code == 0
+    raw = np.load(data / "raw.npz")["logits"]
+    assert raw.dtype == np.int8 and raw.shape == (1, 10)
+    assert np.argmax(raw) == np.argmax(out)
+
+
+def test_compare_prints_columns_and_writes_json(data):
+    js = data / "report.json"
+    r = _invoke("compare", MODEL, "--calib", data / "calib.npz", "--eval", data / "eval.npz",
+                "--precision", "w8a8,w4a16", "--json", js)
+    assert r.exit_code == 0, r.stderr
+    assert "w8a8" in r.output and "w4a16" in r.output and "accuracy" in r.output
+    rep = json.loads(js.read_text())
+    assert rep["precisions"] == ["w8a8", "w4a16"] and rep["samples"] == 24
+    assert rep["end_to_end"]["w8a8"]["accuracy"] >= 0.9
+    first = rep["layers"][0]
+    assert {"sqnr_db", "cosine", "max_abs_error", "saturations"} <= set(first["w8a8"])
+
+
+@pytest.mark.parametrize("case,frag", [
+    ("missing", "lacks graph input"), ("nan", "NaN/Inf"), ("empty", "N >= 1"), ("precision", "unknown precision"),
+    ("plan", "matches no node"), ("nocalib", "--calib"),
+])
+def test_compile_bad_inputs(data, tmp_path, case, frag):
+    calib = tmp_path / "c.npz"
+    x = zoo.load_calib("mobilenet_digits")["image"][:4]
+    args = []
+    if case == "missing":
+        np.savez(calib, other=x)
+    elif case == "nan":
+        x = x.copy()
+        x[1, 0, 3, 3] = np.nan
+        np.savez(calib, image=x)
+    elif case == "empty":
+        np.savez(calib, image=x[:0])
+    else:
+        np.savez(calib, image=x)
+    if case == "precision":
+        args = ["--precision", "int3"]
+    if case == "plan":
+        plan = tmp_path / "p.toml"
+        plan.write_text('[[override]]\nname = "no_such_node"\nprecision = "w8a16"\n')
+        args = ["--plan", plan]
+    out = tmp_path / "a.onnx"
+    cmd = ["compile", MODEL] + ([] if case == "nocalib" else ["--calib", calib]) + args + ["-o", out]
+    r = _invoke(*cmd)
+    if case == "nocalib":
+        assert r.exit_code == 2 and frag in r.stderr
+    else:
+        _user_error(r, frag)
+    assert not out.exists()
+
+
+def test_run_refuses_tampered_artifact(data, tmp_path):
+    art = tmp_path / "m.onnx"
+    assert _invoke("compile", MODEL, "--calib", data / "calib.npz", "-o", art).exit_code == 0
+    b = bytearray(art.read_bytes())
+    b[len(b) // 2] ^= 0x55
+    art.write_bytes(bytes(b))
+    out = tmp_path / "o.npz"
+    _user_error(_invoke("run", art, "--inputs", data / "one.npz", "--outputs", out), "m.onnx")
+    assert not out.exists()
