@@ -68,6 +68,9 @@ class LowerContext:
         """The activation spec of float value ``v``: fixed by an op where TFLite fixes it, else from ranges."""
         if id(v) in self.spec_override:
             return self.spec_override[id(v)]
+        given = self.options.get("activation_specs", {}).get(v.name)
+        if given is not None:
+            return given
         st = self.stats.get(v.name)
         node = v.producer
         p = self.precisions.get(node.name) if node is not None else None
@@ -199,7 +202,10 @@ def lower(fgraph: Graph, stats: dict[str, TensorStats], precisions: dict[str, No
     """Lower a shape-inferred float graph to the integer IR; graph inputs and outputs stay float.
 
     ``options`` select arithmetic variants a target needs, e.g. ``{"fc_requant": "float64"}`` for LiteRT's
-    reference FULLY_CONNECTED, which rescales in double precision (docs/integer_ir.md).
+    reference FULLY_CONNECTED, which rescales in double precision (docs/integer_ir.md), and can fix specs
+    instead of deriving them from ranges: ``activation_specs`` {float value name: QuantSpec} and
+    ``weight_specs`` {node name: QuantSpec} (used to check that lowbit's lowering, given a TFLite model's own
+    scales, produces the same integers).
     """
     ctx = LowerContext(fgraph, stats, precisions, options)
     for v in fgraph.inputs:
@@ -233,4 +239,15 @@ def _all_float_inputs_known(ctx: LowerContext, node: Node) -> bool:
     return all(v is None or v.const is not None or id(v) in ctx.int_of or id(v) in ctx.float_of for v in node.inputs)
 
 
-from lowbit.quant import lower_ops  # noqa: E402,F401  (registers the arithmetic rules)
+def _register_rules() -> None:
+    """Import every ``quant/lower_*.py`` module: each registers its rules into LOWERINGS."""
+    import importlib
+    import pkgutil
+
+    import lowbit.quant as pkg
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name.startswith("lower_"):
+            importlib.import_module(f"lowbit.quant.{mod.name}")
+
+
+_register_rules()

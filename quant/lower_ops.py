@@ -67,7 +67,8 @@ def _act_range(spec: QuantSpec, bounds) -> tuple[int, int]:
 
 def _quantized_weights(ctx: LowerContext, node: Node, w: np.ndarray, axis: int | None, name: str):
     p = ctx.precisions[node.name]
-    spec = weight_spec(w, p.weight_bits, axis if p.per_channel else None)
+    spec = ctx.options.get("weight_specs", {}).get(node.name) or \
+        weight_spec(w, p.weight_bits, axis if p.per_channel else None, mse_clip=p.weight_clip == "mse")
     q = ctx.g.add_const(f"{name}_q{p.weight_bits}", spec.quantize(w))
     q.quant = spec
     return q, spec

@@ -8,6 +8,7 @@ op type or position:
     precision = "w8a8"
     observer = "minmax"          # minmax | percentile | entropy | mse
     per_channel = true
+    weight_clip = "maxabs"       # or "mse": clip each weight channel at its MSE-optimal range
 
     [[override]]
     position = "first"           # or "last": the first / last node with weights
@@ -48,6 +49,7 @@ class NodePrecision:
     act_bits: int
     observer: str = "minmax"
     per_channel: bool = True
+    weight_clip: str = "maxabs"  # or "mse": per-channel clip minimising the weight's squared error
 
     @property
     def name(self) -> str:
@@ -119,10 +121,15 @@ def _apply(base: NodePrecision, settings: dict, where: str) -> NodePrecision:
         p = replace(p, observer=obs)
     if "per_channel" in settings:
         p = replace(p, per_channel=bool(settings["per_channel"]))
-    unknown = set(settings) - {"precision", "observer", "per_channel"}
+    if "weight_clip" in settings:
+        clip = str(settings["weight_clip"])
+        if clip not in ("maxabs", "mse"):
+            raise InputError(f"{where}: weight_clip must be 'maxabs' or 'mse', got '{clip}'")
+        p = replace(p, weight_clip=clip)
+    unknown = set(settings) - {"precision", "observer", "per_channel", "weight_clip"}
     if unknown:
         raise InputError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}; "
-                         f"use precision, observer, per_channel")
+                         f"use precision, observer, per_channel, weight_clip")
     return p
 
 

@@ -21,10 +21,21 @@ def test_weight_spec_is_symmetric_narrow_per_channel_and_int4_range():
     s8 = weight_spec(w, 8, axis=0)
     assert s8.per_channel and s8.qmin == -127 and s8.qmax == 127
     assert s8.quantize(w).tolist() == [[64, -127], [127, 64]]
-    s4 = weight_spec(w, 4, axis=0)
+    s4 = weight_spec(w, 4, axis=0, mse_clip=False)
     assert (s4.qmin, s4.qmax) == (-7, 7)
     assert s4.quantize(w).tolist() == [[3, -7], [7, 3]]  # 3.4999998 after the float32 scale, not a tie
     assert np.all(s4.scale.astype(np.float32).astype(np.float64) == s4.scale)  # float32-exact scales
+
+
+def test_int4_weights_clip_each_channel_at_its_mse_optimum():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((16, 256))
+    w[:, 0] = 12.0  # one outlier per channel stretches a max-|w| step over the whole channel
+    def err(spec):
+        return float(np.sum((spec.dequantize(spec.quantize(w)) - w) ** 2))
+    clipped, plain = weight_spec(w, 4, axis=0, mse_clip=True), weight_spec(w, 4, axis=0)
+    assert err(clipped) < 0.8 * err(plain)
+    assert np.all(clipped.scale <= plain.scale)
 
 
 def test_activation_specs():
@@ -65,12 +76,13 @@ def _graph():
 
 def test_plan_file_overrides_by_position_name_and_op(tmp_path):
     f = tmp_path / "plan.toml"
-    f.write_text('[default]\nprecision = "w4a8"\nobserver = "percentile"\n'
+    f.write_text('[default]\nprecision = "w4a8"\nobserver = "percentile"\nweight_clip = "mse"\n'
                  '[[override]]\nposition = "first"\nprecision = "w8a16"\n'
                  '[[override]]\nname = "blocks.2.*"\nprecision = "w8a8"\n'
                  '[[override]]\nop = "Softmax"\nprecision = "w8a16"\nobserver = "minmax"\n')
     res = make_plan("w8a8", str(f)).resolve(_graph())
     assert res["blocks.0.matmul"].name == "w8a16" and res["blocks.0.matmul"].observer == "percentile"
+    assert res["blocks.0.matmul"].weight_clip == "mse"
     assert res["blocks.1.relu"].name == "w4a8"
     assert res["blocks.2.matmul"].name == "w8a8"
     assert res["blocks.3.softmax"].name == "w8a16" and res["blocks.3.softmax"].observer == "minmax"

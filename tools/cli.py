@@ -120,16 +120,21 @@ _precision_help = "w8a8 (int8), w8a16 (TFLite 16x8), w4a8, w4a16, w16a16"
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False), help="Per-layer plan file (TOML).")
 @click.option("--observer", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default=None,
               help="Range observer for activations (default minmax, or the plan's).")
+@click.option("--target", "target_name", default="cpu", show_default=True,
+              help="Deployment target: cpu, tflite, onnxruntime, ethos-u55-128, ... (see docs/targets.md). "
+                   "Writes the deployable file next to the artifact and prints the placement.")
 @click.option("-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False),
               help="Artifact file to write (.onnx container of the integer program).")
-def compile(model, calib_path, precision, plan_path, observer, output_path):
-    """Calibrate and lower MODEL to an integer program; write it as an artifact."""
+def compile(model, calib_path, precision, plan_path, observer, target_name, output_path):
+    """Calibrate and lower MODEL to an integer program; write it as an artifact (and the target's file)."""
     from lowbit.quant.compile import compile_graph
     from lowbit.quant.calibrate import stderr_progress
     from lowbit.quant.plan import make_plan
     from lowbit.runtime.artifact import Artifact
     from lowbit.tools.api import load
     from lowbit.tools.files import load_npz
+    from lowbit.targets import get_target
+    target = get_target(target_name)
     plan = make_plan(precision, plan_path, observer)
     if model.lower().endswith(".tflite"):
         from lowbit.graph.tflite import load_tflite
@@ -139,7 +144,8 @@ def compile(model, calib_path, precision, plan_path, observer, output_path):
             raise click.UsageError("--calib is required to compile a float model")
         calib = load_npz(calib_path)
         graph = load(model, optimize=False)
-        artifact, lowered = compile_graph(graph, calib, plan, model, calib_path, stderr_progress())
+        artifact, lowered = compile_graph(graph, calib, plan, model, calib_path, stderr_progress(),
+                                          options=getattr(target, "lowering_options", None))
         if lowered.float_islands:
             click.echo(f"note: {len(lowered.float_islands)} node(s) stay float (no integer lowering yet): "
                        + ", ".join(lowered.float_islands[:10]) + (" ..." if len(lowered.float_islands) > 10 else ""),
@@ -148,6 +154,34 @@ def compile(model, calib_path, precision, plan_path, observer, output_path):
     ints = sum(1 for n in artifact.graph.nodes if n.domain == "lowbit.int")
     click.echo(f"wrote {output_path}: {len(artifact.graph.nodes)} nodes ({ints} integer), "
                f"precision {artifact.plan.get('precision')}")
+    if target_name != "cpu":
+        import os
+        placement = target.place(artifact.graph)
+        click.echo(placement.summary())
+        deploy = os.path.splitext(output_path)[0] + target.file_suffix
+        if os.path.abspath(deploy) == os.path.abspath(output_path):
+            deploy = os.path.splitext(output_path)[0] + "." + target_name + target.file_suffix
+        target.export(artifact, deploy)
+        click.echo(f"wrote {deploy} for target {target_name}")
+
+
+_FORMATS = {"tflite": "tflite", "onnx-qdq": "onnxruntime"}
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", required=True, type=click.Choice(sorted(_FORMATS)),
+              help="tflite (int8 / 16x8 flatbuffer for LiteRT and NPU delegates) or onnx-qdq (ONNX Runtime QDQ).")
+@click.option("-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False))
+def export(artifact, fmt, output_path):
+    """Write a compiled ARTIFACT in a deployment format, and print which ops the target runs."""
+    from lowbit.runtime.artifact import Artifact
+    from lowbit.targets import get_target
+    art = Artifact.load(artifact)
+    target = get_target(_FORMATS[fmt])
+    click.echo(target.place(art.graph).summary())
+    target.export(art, output_path)
+    click.echo(f"wrote {output_path}")
 
 
 @main.command()
