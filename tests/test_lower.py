@@ -91,3 +91,24 @@ def test_attention_mask_sentinel_does_not_ruin_softmax():
     assert "Softmax" in [n.op_type for n in art.graph.nodes if n.domain == "lowbit.int"]
     feeds = {k: v[0] for k, v in calib.items()}
     assert _sqnr(run_float(g, feeds)["y"], art.run(feeds)["y"]) > 20
+
+
+def test_model_output_softmax_runs_at_16_bits_with_exact_zero_tail():
+    """1,000 classes with peaked logits: TFLite's int16 kernel clamps exp below a difference of -10 to
+    exp(-10); lowbit's output softmax cuts it to 0, so the top probability stays ~1."""
+    from lowbit.quant.prepare_elementwise import prepare_softmax
+    from lowbit.quant.spec import QuantSpec
+    from lowbit.runtime.kernels.int.softmax import Softmax
+    x_spec, out_spec = QuantSpec(16, 40.0 / 32767, 0), QuantSpec(16, 1 / 32768, 0)
+    logits = np.full((1, 1000), -30.0)
+    logits[0, 7] = 5.0
+    q = x_spec.quantize(logits)
+    attrs = prepare_softmax(x_spec, out_spec)
+    tflite = out_spec.dequantize(Softmax(q, **attrs))
+    cut = out_spec.dequantize(Softmax(q, **attrs, exp_cutoff=1))
+    assert tflite[0, 7] < 0.96 and np.all(tflite[0, :7] > 0)       # 999 * exp(-10) of spurious mass
+    assert cut[0, 7] > 0.9999 and np.count_nonzero(cut) == 1
+    g = _model([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], [("x", [1, 1000])], ["y"])
+    art, _ = compile_graph(g, {"x": logits[None].astype(np.float32)}, "w8a8")
+    sm = next(n for n in art.graph.nodes if n.op_type == "Softmax")
+    assert sm.inputs[0].quant.bits == 16 and sm.attrs.get("exp_cutoff") == 1
