@@ -4,11 +4,17 @@ export them to deployment runtimes and simulate NPU execution.
 Python API (the CLI is a thin layer over it):
 
     import lowbit
-    g = lowbit.load("model.onnx")                 # Graph, canonicalised by the standard passes
-    outs = lowbit.run(g, {"input": x})            # float reference executor
+    g = lowbit.load("model.onnx")                              # Graph, canonicalised by the standard passes
+    outs = lowbit.run(g, {"input": x})                         # float reference executor
+    art = lowbit.compile("model.onnx", "calib.npz", precision="w8a8")   # integer program (Artifact)
+    art.save("model.lowbit.onnx"); art = lowbit.Artifact.load("model.lowbit.onnx")
+    outs = art.run({"input": x})                               # bit-exact integer executor
+    report = lowbit.compare("model.onnx", "calib.npz", "eval.npz", ["w8a8", "w8a16"])
 """
 from lowbit.errors import LowbitError
-from lowbit.tools.api import load, run
+from lowbit.quant.compile import compile
+from lowbit.runtime.artifact import Artifact
+from lowbit.tools.api import compare, load, run
 
 __version__ = "0.1.0"
-__all__ = ["load", "run", "LowbitError", "__version__"]
+__all__ = ["load", "run", "compile", "compare", "Artifact", "LowbitError", "__version__"]
