@@ -86,7 +86,9 @@ class LowerContext:
         if got is not None:
             return got
         if v.const is not None:
-            spec = _const_spec(v.const, self.act_bits(v))
+            # a spec given for a constant operand (activation_specs, e.g. a TFLite model's) wins over the one
+            # its values imply, as it does for every other value in spec_of
+            spec = self.options.get("activation_specs", {}).get(v.name) or _const_spec(v.const, self.act_bits(v))
             q = self.g.add_const(f"{v.name}_q", spec.quantize(v.const))
             q.quant = spec
             self.int_of[id(v)] = q
