@@ -34,10 +34,10 @@ def _fixed_spec(op: str, bits: int) -> QuantSpec:
     return QuantSpec(bits, scale, zp)
 
 
-def _fused_activation(ctx: LowerContext, node: Node):
-    """If the node's only consumer is Relu or Clip, fuse it: (float value the integer output stands for,
-    (lo, hi) real clamp bounds). Otherwise (node's output, None)."""
-    out = node.outputs[0]
+def _fused_activation(ctx: LowerContext, node: Node, out: Value | None = None):
+    """If the node's (or ``out``'s) only consumer is Relu or Clip, fuse it: (float value the integer output
+    stands for, (lo, hi) real clamp bounds). Otherwise (node's output, None)."""
+    out = node.outputs[0] if out is None else out
     if len(out.consumers) != 1 or out in ctx.f.outputs:
         return out, None
     act = out.consumers[0]
@@ -137,7 +137,10 @@ def _explicit_pads(node: Node, xs, ws) -> list[int] | None:
 
 
 def _linear(ctx: LowerContext, node: Node, x: Value, w_nk: np.ndarray, bias: np.ndarray | None) -> bool:
-    target, bounds = _fused_activation(ctx, node)
+    out = node.outputs[0]
+    if bias is None:
+        bias, out = _following_bias(ctx, out, w_nk.shape[0])
+    target, bounds = _fused_activation(ctx, node, out)
     qx = ctx.integer(x)
     out_spec = ctx.spec_of(target)
     qw, w_spec = _quantized_weights(ctx, node, w_nk, 0, f"{node.name}_weight")
@@ -151,6 +154,22 @@ def _linear(ctx: LowerContext, node: Node, x: Value, w_nk: np.ndarray, bias: np.
         return False
     ctx.emit("FullyConnected", [qx, qw, qb], [ctx.new_int(target, out_spec)], attrs, node)
     return True
+
+
+def _following_bias(ctx: LowerContext, out: Value, n: int):
+    """A MatMul's bias as exporters write it, Add(MatMul(x, W), b) with constant b of shape [N] (or [1.., N]):
+    fuse it into the FullyConnected. Returns (bias or None, the float value the linear op now produces)."""
+    if len(out.consumers) != 1 or out in ctx.f.outputs:
+        return None, out
+    add = out.consumers[0]
+    if add.domain != "" or add.op_type != "Add":
+        return None, out
+    other = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
+    c = other.const
+    if c is None or c.dtype.kind != "f" or c.size != n or c.shape[-1:] != (n,):
+        return None, out
+    ctx.fused.add(add.name)
+    return c.reshape(-1).astype(np.float64), add.outputs[0]
 
 
 @lowering("Gemm")
@@ -375,6 +394,23 @@ def lower_generic_lut(ctx: LowerContext, node: Node) -> bool:
         attrs["_hi"] = np.inf if hi is None else float(hi)
     transform = lambda v: np.asarray(fn(np.asarray(v, np.float64), attrs), np.float32)
     return _unary(ctx, node, lambda i, o: ("Lut", pe._lut(transform, i, o, node.op_type)))
+
+
+@lowering("Pad")
+def lower_pad(ctx: LowerContext, node: Node) -> bool:
+    """Pad with constant pads -> the same op on the codes; the constant value is quantized with the input's
+    spec (real 0 pads with the zero point, exactly)."""
+    x = node.inputs[0]
+    if not _is_float(x) or node.const_input(1) is None or (node.input(3) is not None and node.const_input(3) is None):
+        return False
+    qx = ctx.integer(x)
+    value = node.const_input(2)
+    code = qx.quant.quantize(np.asarray(0.0 if value is None else value, np.float64).reshape(()))
+    ins = [qx, ctx.floating(node.inputs[1]), ctx.g.add_const(f"{node.name}_value_q", np.asarray(code, qx.quant.dtype))]
+    if node.input(3) is not None:
+        ins.append(ctx.floating(node.inputs[3]))
+    ctx.emit("Pad", ins, [ctx.new_int(node.outputs[0], qx.quant)], node.attrs, node, domain="")
+    return True
 
 
 @lowering("MaxPool")

@@ -112,3 +112,19 @@ def test_model_output_softmax_runs_at_16_bits_with_exact_zero_tail():
     art, _ = compile_graph(g, {"x": logits[None].astype(np.float32)}, "w8a8")
     sm = next(n for n in art.graph.nodes if n.op_type == "Softmax")
     assert sm.inputs[0].quant.bits == 16 and sm.attrs.get("exp_cutoff") == 1
+
+
+def test_matmul_bias_add_fuses_into_fully_connected_and_pad_stays_integer():
+    rng = np.random.default_rng(5)
+    g = _model([helper.make_node("Pad", ["x", "pads"], ["p"]),
+                helper.make_node("MatMul", ["p", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
+                helper.make_node("Relu", ["a"], ["y"])], [("x", [2, 3, 6])], ["y"],
+               [("pads", np.array([0, 0, 1, 0, 0, 1], np.int64)), ("w", rng.standard_normal((8, 5)).astype(np.float32)),
+                ("b", rng.standard_normal(5).astype(np.float32))])
+    art, low = compile_graph(g, {"x": rng.standard_normal((8, 2, 3, 6)).astype(np.float32)}, "w8a8")
+    assert low.float_islands == []
+    assert [n.op_type for n in art.graph.nodes] == ["Quantize", "Pad", "FullyConnected", "Dequantize"]
+    fc = art.graph.nodes[2]
+    assert fc.inputs[2] is not None and fc.attrs["act_min"] == fc.outputs[0].quant.zero_point
+    x = {"x": rng.standard_normal((2, 3, 6)).astype(np.float32)}
+    assert _sqnr(run_float(g, x)["y"], art.run(x)["y"]) > 30
