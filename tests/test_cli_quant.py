@@ -52,14 +52,15 @@ def test_compile_run_and_raw(data):
 
 
 def test_compare_prints_columns_and_writes_json(data):
-    js = data / "report.json"
+    js, png = data / "report.json", data / "sqnr.png"
     r = _invoke("compare", MODEL, "--calib", data / "calib.npz", "--eval", data / "eval.npz",
-                "--precision", "w8a8,w4a16", "--json", js)
+                "--precision", "w8a8,w4a16", "--json", js, "--plot", png)
     assert r.exit_code == 0, r.stderr
     assert "w8a8" in r.output and "w4a16" in r.output and "accuracy" in r.output
     rep = json.loads(js.read_text())
     assert rep["precisions"] == ["w8a8", "w4a16"] and rep["samples"] == 24
     assert rep["end_to_end"]["w8a8"]["accuracy"] >= 0.9
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10000
     first = rep["layers"][0]
     assert {"sqnr_db", "cosine", "max_abs_error", "saturations"} <= set(first["w8a8"])
 
