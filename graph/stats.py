@@ -47,11 +47,30 @@ def _matmul(node: Node) -> int:
     return _size(node.outputs[0].shape) * (k if isinstance(k, int) else 0)
 
 
+def _int_fully_connected(node: Node) -> int:
+    w = node.inputs[1]
+    if w.shape is None or node.outputs[0].shape is None:
+        return 0
+    return _size(node.outputs[0].shape) * int(w.shape[1])
+
+
+def _int_batch_matmul(node: Node) -> int:
+    a = node.inputs[0]
+    if a.shape is None or node.outputs[0].shape is None:
+        return 0
+    k = a.shape[-2] if node.attrs.get("adj_x", 0) else a.shape[-1]
+    return _size(node.outputs[0].shape) * (k if isinstance(k, int) else 0)
+
+
 MACS: dict[str, Callable[[Node], int]] = {
     "Conv": _conv,
     "ConvTranspose": _conv_transpose,
     "Gemm": _gemm,
     "MatMul": _matmul,
+    # the integer IR (docs/integer_ir.md): weights keep ONNX's layout, so the same counts apply
+    "lowbit.int.Conv": _conv,
+    "lowbit.int.FullyConnected": _int_fully_connected,
+    "lowbit.int.BatchMatMul": _int_batch_matmul,
 }
 
 
@@ -61,10 +80,14 @@ def node_macs(node: Node) -> int:
 
 
 def node_params(node: Node, seen: set[int] | None = None) -> int:
-    """Elements of the node's floating-point constant inputs (weights), each constant counted once in ``seen``."""
+    """Elements of the node's weights: floating-point constant inputs, or the integer weights and bias of an
+    integer Conv / FullyConnected; each constant counted once in ``seen``."""
     total = 0
-    for v in node.inputs:
-        if v is None or v.const is None or v.const.dtype.kind != "f":
+    integer_weights = node.domain == "lowbit.int" and node.op_type in ("Conv", "FullyConnected")
+    for i, v in enumerate(node.inputs):
+        if v is None or v.const is None:
+            continue
+        if v.const.dtype.kind != "f" and not (integer_weights and i in (1, 2)):
             continue
         if seen is not None:
             if id(v) in seen:

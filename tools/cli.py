@@ -161,8 +161,10 @@ def compile(model, calib_path, precision, plan_path, observer, target_name, outp
         deploy = os.path.splitext(output_path)[0] + target.file_suffix
         if os.path.abspath(deploy) == os.path.abspath(output_path):
             deploy = os.path.splitext(output_path)[0] + "." + target_name + target.file_suffix
-        target.export(artifact, deploy)
+        report = target.export(artifact, deploy)
         click.echo(f"wrote {deploy} for target {target_name}")
+        if hasattr(report, "text"):
+            click.echo(report.text())
 
 
 _FORMATS = {"tflite": "tflite", "onnx-qdq": "onnxruntime"}
@@ -180,8 +182,10 @@ def export(artifact, fmt, output_path):
     art = Artifact.load(artifact)
     target = get_target(_FORMATS[fmt])
     click.echo(target.place(art.graph).summary())
-    target.export(art, output_path)
+    report = target.export(art, output_path)
     click.echo(f"wrote {output_path}")
+    if hasattr(report, "text"):
+        click.echo(report.text())
 
 
 @main.command()
