@@ -74,9 +74,18 @@ def run_node(node: Node, args: list[np.ndarray | None], registry=FLOAT_KERNELS) 
     kernel = registry.get(node.op_type, node.domain)
     if kernel is None:
         registry.check_graph(_OneNode(node))
-    kwargs = node.attrs
-    if _wants_n_outputs(kernel):
-        kwargs = {**kwargs, "_n_outputs": len(node.outputs)}
+    return call_kernel(node, kernel, args)
+
+
+def call_kernel(node: Node, kernel, args: list, stats: dict | None = None) -> list[np.ndarray]:
+    """Call ``kernel`` for ``node``: attributes as keywords, plus the private ``_n_outputs`` / ``_stats``
+    keywords for kernels that declare them; a failure becomes a ModelError naming the node and its inputs."""
+    params = _private_params(kernel)
+    kwargs = dict(node.attrs)
+    if "_n_outputs" in params:
+        kwargs["_n_outputs"] = len(node.outputs)
+    if stats is not None and "_stats" in params:
+        kwargs["_stats"] = stats
     try:
         with np.errstate(all="ignore"):
             result = kernel(*args, **kwargs)
@@ -93,9 +102,10 @@ def run_node(node: Node, args: list[np.ndarray | None], registry=FLOAT_KERNELS) 
 
 
 @functools.lru_cache(maxsize=None)
-def _wants_n_outputs(kernel) -> bool:
-    """Kernels whose result count depends on the node (Split) take the private keyword ``_n_outputs``."""
-    return "_n_outputs" in inspect.signature(kernel).parameters
+def _private_params(kernel) -> frozenset:
+    """The private keywords a kernel takes: ``_n_outputs`` (Split: its result count depends on the node) and
+    ``_stats`` (integer kernels counting saturations)."""
+    return frozenset(p for p in inspect.signature(kernel).parameters if p in ("_n_outputs", "_stats"))
 
 
 class _OneNode:

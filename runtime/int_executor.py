@@ -8,17 +8,15 @@ statistics when asked.
 """
 from __future__ import annotations
 
-import functools
-import inspect
 from typing import Mapping
 
 import numpy as np
 
 import lowbit.runtime.kernels.float  # noqa: F401
 import lowbit.runtime.kernels.int  # noqa: F401
-from lowbit.errors import LowbitError, ModelError, UnsupportedOpError
+from lowbit.errors import UnsupportedOpError
 from lowbit.graph.ir import Graph, Node
-from lowbit.runtime.float_executor import check_feeds, last_uses
+from lowbit.runtime.float_executor import call_kernel, check_feeds, last_uses
 from lowbit.runtime.registry import FLOAT_KERNELS, INT_DOMAIN, INT_KERNELS
 
 def kernel_for(node: Node):
@@ -36,12 +34,6 @@ def check_integer_graph(graph: Graph) -> None:
             + ", ".join(n.describe() for n in missing[:20]) + (" ..." if len(missing) > 20 else ""))
 
 
-@functools.lru_cache(maxsize=None)
-def _extra_kwargs(kernel) -> tuple[bool, bool]:
-    params = inspect.signature(kernel).parameters
-    return "_stats" in params, "_n_outputs" in params
-
-
 def run(graph: Graph, feeds: Mapping[str, np.ndarray], stats: dict | None = None,
         observe=None, check: bool = True) -> dict[str, np.ndarray]:
     """Run the integer graph; ``stats`` (if given) receives {node name: {"saturated": n, ...}}."""
@@ -52,24 +44,10 @@ def run(graph: Graph, feeds: Mapping[str, np.ndarray], stats: dict | None = None
     frees = last_uses(graph)
     for i, node in enumerate(graph.nodes):
         args = [None if v is None else (v.const if v.const is not None else env[id(v)]) for v in node.inputs]
-        kernel = kernel_for(node)
-        kwargs = dict(node.attrs)
-        wants_stats, wants_n = _extra_kwargs(kernel)
         node_stats: dict = {}
-        if wants_stats:
-            kwargs["_stats"] = node_stats
-        if wants_n:
-            kwargs["_n_outputs"] = len(node.outputs)
-        try:
-            result = kernel(*args, **kwargs)
-        except LowbitError:
-            raise
-        except Exception as e:
-            shapes = ", ".join("None" if a is None else f"{a.dtype}{list(a.shape)}" for a in args)
-            raise ModelError(f"{node.describe()} failed on inputs ({shapes}): {type(e).__name__}: {e}") from e
-        outs = list(result) if isinstance(result, (tuple, list)) else [result]
+        outs = call_kernel(node, kernel_for(node), args, node_stats)
         for v, o in zip(node.outputs, outs):
-            env[id(v)] = np.asarray(o)
+            env[id(v)] = o
         if stats is not None and node_stats:
             stats[node.name] = node_stats
         if observe is not None:
