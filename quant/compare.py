@@ -11,6 +11,7 @@ and the integer model (argmax over the last axis of the first output).
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -77,18 +78,25 @@ class PrecisionResult:
 
 def compare(graph: Graph, calib: Mapping[str, np.ndarray], evalset: Mapping[str, np.ndarray],
             precisions: list[str], plan_file: str | None = None, progress=None,
-            calib_source: str = "calibration data", eval_source: str = "evaluation data") -> dict:
-    """Compile ``graph`` at every precision and measure the error on ``evalset``; returns a JSON-able report."""
+            calib_source: str = "calibration data", eval_source: str = "evaluation data",
+            accuracy_fn=None) -> dict:
+    """Compile ``graph`` at every precision and measure the error on ``evalset``; returns a JSON-able report.
+
+    ``accuracy_fn(run_fn) -> float``, when given, measures task accuracy instead of argmax-vs-labels (e.g. greedy
+    decoding of a VLM, whose labels are answer tokens): it is called with the float model's ``run_fn`` and with
+    each precision's integer one; both accept any input shapes (quant.pinned.PinnedRunner: the integer program
+    is re-lowered per shape with the calibrated QuantSpecs)."""
     from lowbit.quant.compile import bind_to_samples, compile_graph
     from lowbit.quant.plan import make_plan
     from lowbit.runtime.float_executor import run as run_float
     plans = [make_plan(p, plan_file) for p in precisions]  # validate every string before any work
-    labels = np.asarray(evalset["labels"]).reshape(-1) if "labels" in evalset else None
+    labels = np.asarray(evalset["labels"]).reshape(-1) if "labels" in evalset and accuracy_fn is None else None
     n_eval = len(list(iter_samples(evalset, graph, eval_source)))
     if labels is not None and len(labels) != n_eval:
         from lowbit.errors import InputError
         raise InputError(f"{eval_source}: 'labels' holds {len(labels)} entries for {n_eval} samples")
     calib, evalset, batch = _batched(graph, calib, evalset)
+    unbound = copy.deepcopy(graph) if accuracy_fn is not None else None  # accuracy_fn hook (issue 5)
     bind_to_samples(graph, calib, calib_source)
     samples = list(iter_samples(evalset, graph, eval_source))
     stats = calibrate(graph, calib, calib_source, progress)
@@ -108,6 +116,9 @@ def compare(graph: Graph, calib: Mapping[str, np.ndarray], evalset: Mapping[str,
         ref.append(values)
         if labels is not None:
             float_correct += _correct(outs[graph.outputs[0].name], labels[i * batch:(i + 1) * batch])
+    if accuracy_fn is not None:  # accuracy_fn hook (issue 5)
+        from lowbit.quant.pinned import PinnedRunner, pinned_specs
+        float_acc = accuracy_fn(PinnedRunner(unbound))
     results = []
     for plan in plans:
         artifact, lowered = compile_graph(graph, calib, plan, calib_source=calib_source, stats=stats)
@@ -134,7 +145,11 @@ def compare(graph: Graph, calib: Mapping[str, np.ndarray], evalset: Mapping[str,
                 correct += _correct(outs[graph.outputs[0].name], labels[i * batch:(i + 1) * batch])
         if labels is not None:
             res.accuracy = correct / n_eval
-    return _report(graph, order, results, float_correct / n_eval if labels is not None else None, n_eval)
+        if accuracy_fn is not None:  # accuracy_fn hook (issue 5)
+            res.accuracy = accuracy_fn(PinnedRunner(unbound, pinned_specs(lowered), plan.resolve(graph), plan.default))
+    if accuracy_fn is None:
+        float_acc = float_correct / n_eval if labels is not None else None
+    return _report(graph, order, results, float_acc, n_eval)
 
 
 def _batched(graph: Graph, calib, evalset):
