@@ -108,3 +108,23 @@ def test_run_refuses_tampered_artifact(data, tmp_path):
     out = tmp_path / "o.npz"
     _user_error(_invoke("run", art, "--inputs", data / "one.npz", "--outputs", out), "m.onnx")
     assert not out.exists()
+
+
+def test_run_tflite_and_its_bad_inputs(tmp_path):
+    import os
+    data = os.path.join(os.path.dirname(__file__), "data", "tflite")
+    model = os.path.join(data, "small_cnn_int8.tflite")
+    from lowbit.graph.tflite import load_tflite
+    g = load_tflite(model)
+    v = g.inputs[0]
+    np.savez(tmp_path / "in.npz", **{v.name: np.zeros(v.shape, v.dtype)})
+    out = tmp_path / "o.npz"
+    r = _invoke("run", model, "--inputs", tmp_path / "in.npz", "--outputs", out)
+    assert r.exit_code == 0, r.stderr
+    assert out.exists()
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(open(model, "rb").read()[:700])
+    _user_error(_invoke("run", cut, "--inputs", tmp_path / "in.npz", "--outputs", tmp_path / "o2.npz"), "cut.tflite")
+    _user_error(_invoke("run", os.path.join(data, "unsupported_cumsum.tflite"), "--inputs", tmp_path / "in.npz",
+                        "--outputs", tmp_path / "o3.npz"), "CUMSUM")
+    assert not (tmp_path / "o2.npz").exists() and not (tmp_path / "o3.npz").exists()
