@@ -1,0 +1,782 @@
+"""Lowering rules for recurrent and spiking layers, and the 1-D convolutions and BatchNorms around them
+(registered into ``lower.LOWERINGS``; the integer semantics are in runtime/kernels/int/{recurrent,spiking}.py).
+
+- ``Conv`` on [N, C, L] (1-D, incl. depthwise): Unsqueeze -> lowbit.int Conv on [N, C, 1, L] -> Squeeze. A
+  following Slice that drops the last outputs (a causal conv exported as "pad both sides, cut the tail") becomes
+  less right padding, and a BatchNormalization after it is folded into the weights exactly as
+  graph/passes/fold.py folds it, so the whole-sequence graph and the step graph (where the pass folds it) get
+  the same integer weights. A Relu/Clip right after, or behind one Transpose, is fused. 4-D Convs go to the
+  rule of lower_ops.py.
+- ``BatchNormalization`` left on a 3-D/4-D activation: folded into a following LIF (Transpose -> BN ->
+  Transpose -> LIF, the spiking LMUFormer's "BN before every LIF": the LIF's per-channel scale and bias), or
+  else a per-channel affine map run as a depthwise 1x1 integer Conv (weights exact at any bit width: one value
+  per channel).
+- ``lowbit.LMUMemory``: 16-bit Abar rows, state int32 at scale 2 max|m| / (2^31 - 1) (m's calibrated range
+  over every step); ``lowbit.SelectiveScan``: state int32 at scale 8 max|h_last| / (2^31 - 1), decay through
+  the exp2 table; ``lowbit.LIF``: int16 membrane at scale 2^-F. These internal widths hold whatever the plan
+  (docs/hybrid_ops.md measures why); the op outputs follow the plan's activation bits.
+- spikes: LIF outputs, and data movement, Concat and Add of spikes, are QuantSpec(bits, 1, 0) tensors (int8,
+  or int16 under 16-bit activations, holding 0/1); a Conv/FullyConnected reading one becomes SpikeConv /
+  SpikeFullyConnected (same integers, AC accounting).
+- inputs are requantized to the node's activation bits when their producer ran at others (mixed plans).
+- streamed mean pooling (step graphs): ReduceSum -> Add(state) -> state_out -> Mul(1/n) becomes an exact int32
+  RunningSum and a Requantize that reproduces the whole-sequence Mean kernel's integers.
+
+Streaming (``lower_step``): a step graph is lowered with the whole-sequence artifact's specs for every tensor
+the two graphs share (``step_activation_specs``), and its state inputs/outputs become integer tensors
+(quant/pinned.py's ``integer_state_io``), so the state is carried between calls as integers.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from lowbit.graph.ir import Graph, Node, Value
+from lowbit.quant import lower_ops as lo  # imported first: its rules must exist before they are chained
+from lowbit.quant import prepare_recurrent as pr
+from lowbit.quant.lower import DATA_MOVEMENT, LOWERINGS, Lowered, LowerContext, lowering, requantize
+from lowbit.quant.prepare_elementwise import PrepareError
+from lowbit.quant.prepare_linear import prepare_conv
+from lowbit.quant.spec import QuantSpec, activation_spec
+from lowbit.runtime.registry import INT_DOMAIN
+
+LMU_STATE_BITS, LMU_HEADROOM = 32, 2.0    # measured: docs/hybrid_ops.md, "Recurrent and spiking layers"
+SCAN_STATE_BITS, SCAN_HEADROOM = 32, 8.0
+LIF_STATE_BITS = 16
+SCAN_DELTA_TABLE = True   # delta = softplus(dt) from a table over the int8 dt codes (a Softplus the scan absorbs)
+SCAN_FUSE_GATE = True     # y * gate computed inside the scan, only the product quantized
+SCAN_HADAMARD = False     # rotate the gated scan output, H folded into out_proj: measured, it does not pay here
+
+
+def spike_spec(bits: int = 8) -> QuantSpec:
+    """Spikes: codes 0/1 (sums of k spike trains: 0..k) at scale 1, zero point 0, in the activation dtype."""
+    return QuantSpec(bits, 1.0, 0)
+
+
+def _is_float(v: Value | None) -> bool:
+    return v is not None and v.dtype is not None and v.dtype.kind == "f"
+
+
+def _given(ctx: LowerContext, v: Value | None) -> QuantSpec | None:
+    """The spec fixed for ``v`` by ``options["activation_specs"]`` (step graphs), if any."""
+    if v is None:
+        return None
+    return ctx.options.get("activation_specs", {}).get(v.name)
+
+
+def _sole_consumer(ctx: LowerContext, v: Value, op: str | None = None, domain: str = "") -> Node | None:
+    if len(v.consumers) != 1 or v in ctx.f.outputs:
+        return None
+    c = v.consumers[0]
+    if c.domain != domain or (op is not None and c.op_type != op) or c.name in ctx.fused:
+        return None
+    return c
+
+
+def _is_swap_last_two(node: Node | None) -> bool:
+    return node is not None and node.op_type == "Transpose" and node.domain == "" \
+        and list(node.attrs.get("perm", [])) == [0, 2, 1]
+
+
+def _int_const(ctx: LowerContext, hint: str, array: np.ndarray, spec: QuantSpec | None = None) -> Value:
+    c = ctx.g.add_const(hint, array)
+    c.quant = spec
+    return c
+
+
+def _axes_const(ctx: LowerContext, axes) -> Value:
+    return ctx.g.add_const("axes", np.asarray(axes, np.int64))
+
+
+def _emit_int(ctx: LowerContext, op: str, inputs, spec: QuantSpec, shape, hint: str, attrs=None, name: str = "",
+              domain: str = INT_DOMAIN) -> Value:
+    """A fresh integer value ``hint`` (``spec``, ``shape``) computed by a new node named ``name`` (or ``op``)."""
+    out = ctx.g.new_value(hint, shape, spec.dtype)
+    out.quant = spec
+    ctx.g.add_node(op, inputs, [out], attrs or {}, name=ctx.g.unique_node_name(name or op), domain=domain)
+    return out
+
+
+def _rebits(spec: QuantSpec, bits: int) -> QuantSpec:
+    """The spec at ``bits`` covering the real range ``spec`` covers (spikes stay spikes)."""
+    if float(spec.scale) == 1.0 and int(spec.zero_point) == 0:
+        return spike_spec(bits)
+    lo_, hi_ = spec.dequantize(np.array([spec.qmin, spec.qmax]))
+    return activation_spec(float(lo_), float(hi_), bits)
+
+
+def _int_at_node_bits(ctx: LowerContext, node: Node, x: Value) -> Value:
+    """The integer form of ``x`` at ``node``'s activation bits, requantized when its producer ran at others."""
+    qx = ctx.integer(x)
+    p = ctx.precisions.get(node.name)
+    if p is None or qx.quant.bits == p.act_bits or qx.quant.per_channel:
+        return qx
+    return requantize(ctx, qx, _rebits(qx.quant, p.act_bits))
+
+
+# --- activations fused after a linear op (possibly behind one Transpose) ---------------------------------------------
+def _relu_bounds(ctx: LowerContext, act: Node):
+    if act.op_type == "Relu":
+        return 0.0, math.inf
+    lo_, hi_ = act.const_input(1), act.const_input(2)
+    if (act.input(1) is not None and lo_ is None) or (act.input(2) is not None and hi_ is None):
+        return None
+    return (-math.inf if lo_ is None else float(lo_)), (math.inf if hi_ is None else float(hi_))
+
+
+def _activation_after(ctx: LowerContext, v: Value):
+    """(target float value, (lo, hi) bounds or None, Transpose node or None) for the Relu/Clip that reads ``v``
+    directly or through one Transpose; the fused nodes are marked. Without one: (v, None, None)."""
+    act = _sole_consumer(ctx, v)
+    tr = None
+    if act is not None and act.op_type == "Transpose":
+        tr, act = act, _sole_consumer(ctx, act.outputs[0])
+    if act is None or act.op_type not in ("Relu", "Clip"):
+        return v, None, None
+    bounds = _relu_bounds(ctx, act)
+    if bounds is None:
+        return v, None, None
+    ctx.fused.add(act.name)
+    if tr is not None:
+        ctx.fused.add(tr.name)
+    return act.outputs[0], bounds, tr
+
+
+# --- BatchNorm folding (the arithmetic of graph/passes/fold.py, so both graphs fold alike) ----------------------------
+def _bn_params(bn: Node):
+    params = [bn.const_input(i) for i in range(1, 5)]
+    if any(p is None for p in params):
+        return None
+    if len(bn.outputs) > 1 and any(o.consumers for o in bn.outputs[1:]):
+        return None
+    gamma, beta, mean, var = (p.astype(np.float64).reshape(-1) for p in params)
+    s = gamma / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5)))
+    return s, beta - mean * s
+
+
+def _fold_bn(w: np.ndarray, b: np.ndarray | None, s: np.ndarray, shift: np.ndarray):
+    """(w', b') with w' = w * s per output channel (axis 0), b' = b * s + shift, as float32 like fold_batchnorm."""
+    w_new = (w * s.reshape([-1] + [1] * (w.ndim - 1))).astype(w.dtype)
+    base = np.zeros(w.shape[0], w.dtype) if b is None else np.broadcast_to(b.reshape(-1), (w.shape[0],))
+    return w_new, (base * s + shift).astype(w.dtype)
+
+
+# --- Conv ------------------------------------------------------------------------------------------------------------
+def _causal_tail(ctx: LowerContext, out: Value, length: int) -> tuple[Node, int] | None:
+    """(Slice node, outputs it drops) when ``out`` [N, C, length] is only read by a Slice keeping [0, e) of the
+    last axis (step 1)."""
+    sl = _sole_consumer(ctx, out, "Slice")
+    if sl is None:
+        return None
+    starts, ends = sl.const_input(1), sl.const_input(2)
+    axes = sl.const_input(3) if sl.input(3) is not None else np.array([len(out.shape) - 1])
+    steps = sl.const_input(4) if sl.input(4) is not None else np.array([1])
+    if starts is None or ends is None or axes is None or steps is None or starts.size != 1 or axes.size != 1:
+        return None
+    if int(axes.reshape(-1)[0]) % 3 != 2 or int(starts.reshape(-1)[0]) != 0 or int(steps.reshape(-1)[0]) != 1:
+        return None
+    e = int(ends.reshape(-1)[0])
+    e = length + e if e < 0 else min(e, length)
+    return sl, length - e
+
+
+def _conv_op(ctx: LowerContext, qx: Value) -> str:
+    return "SpikeConv" if is_spike_value(qx) else "Conv"
+
+
+_BASE_CONV = LOWERINGS["Conv"]
+
+
+@lowering("Conv")
+def lower_conv(ctx: LowerContext, node: Node) -> bool:
+    """1-D Conv here (see the module docstring); 2-D Conv by lower_ops' rule, marked as a spike layer when
+    its input is spikes."""
+    w = node.const_input(1)
+    if w is not None and w.ndim == 3:
+        return _lower_conv1d(ctx, node)
+    return _spike_layer(ctx, _BASE_CONV, node)
+
+
+def _lower_conv1d(ctx: LowerContext, node: Node) -> bool:
+    x, w, b = node.inputs[0], node.const_input(1), node.const_input(2)
+    out = node.outputs[0]
+    if not _is_float(x) or x.shape is None or len(x.shape) != 3 or out.shape is None or not isinstance(out.shape[2], int):
+        return False
+    if node.input(2) is not None and b is None:
+        return False
+    mode = node.attrs.get("auto_pad", "NOTSET")
+    if mode not in ("NOTSET", "VALID"):
+        return False
+    pads = list(node.attrs.get("pads", [0, 0])) if mode == "NOTSET" else [0, 0]
+    strides = list(node.attrs.get("strides", [1]))
+    dil = list(node.attrs.get("dilations", [1]))
+    group = int(node.attrs.get("group", 1))
+    fused_before = set(ctx.fused)
+    target = out
+    tail = _causal_tail(ctx, out, out.shape[2]) if strides == [1] else None
+    if tail is not None and tail[1] <= pads[1]:
+        sl, dropped = tail
+        pads = [pads[0], pads[1] - dropped]
+        ctx.fused.add(sl.name)
+        target = sl.outputs[0]
+    bn = _sole_consumer(ctx, target, "BatchNormalization")
+    params = _bn_params(bn) if bn is not None else None
+    if params is not None:
+        w, b = _fold_bn(w, b, *params)
+        ctx.fused.add(bn.name)
+        target = bn.outputs[0]
+    target, bounds, transpose = _activation_after(ctx, target)
+    qx = _int_at_node_bits(ctx, node, x)
+    out_spec = ctx.spec_of(target)
+    w4 = np.ascontiguousarray(w[:, :, None, :])
+    qw, w_spec = lo._quantized_weights(ctx, node, w4, 0, node.inputs[1].name)
+    acc = lo._accumulator(qx.quant, w_spec)
+    qb = lo._quantized_bias(ctx, b, qx.quant, w_spec, w.shape[0], f"{node.name}_bias", 64 if acc == "int64" else 32)
+    lo_, hi_ = lo._act_range(out_spec, bounds)
+    try:
+        attrs = prepare_conv(qx.quant, w_spec, out_spec, lo_, hi_, accumulator=acc)
+    except ValueError:
+        ctx.fused = fused_before
+        return False
+    n, c, length = x.shape
+    attrs.update(layout="NCHW", strides=[1] + strides, pads=[0, pads[0], 0, pads[1]], dilations=[1] + dil,
+                 group=group)
+    x4 = _emit_int(ctx, "Unsqueeze", [qx, _axes_const(ctx, [2])], qx.quant, (n, c, 1, length), f"{x.name}_h1",
+                   name=f"{node.name}/unsqueeze", domain="")
+    l_out = (length + pads[0] + pads[1] - dil[0] * (w.shape[2] - 1) - 1) // strides[0] + 1
+    y4 = _emit_int(ctx, _conv_op(ctx, qx), [x4, qw, qb], out_spec, (n, w.shape[0], 1, l_out), f"{node.name}_y4",
+                   attrs, name=node.name)
+    _squeeze_out(ctx, node, y4, target, out_spec, transpose)
+    return True
+
+
+def _squeeze_out(ctx: LowerContext, node: Node, y4: Value, target: Value, spec: QuantSpec, transpose: Node | None):
+    """[N, C, 1, L] -> [N, C, L] as ``target``'s integer value, through ``transpose`` when an activation behind
+    it was fused."""
+    n, c, _, length = y4.shape
+    if transpose is None:
+        ctx.g.add_node("Squeeze", [y4, _axes_const(ctx, [2])], [ctx.new_int(target, spec)],
+                       name=ctx.g.unique_node_name(f"{node.name}/squeeze"))
+        return
+    y3 = _emit_int(ctx, "Squeeze", [y4, _axes_const(ctx, [2])], spec, (n, c, length), f"{node.name}_y",
+                   name=f"{node.name}/squeeze", domain="")
+    ctx.emit("Transpose", [y3], [ctx.new_int(target, spec)], transpose.attrs, transpose, domain="")
+
+
+# --- BatchNormalization ------------------------------------------------------------------------------------------------
+@lowering("BatchNormalization")
+def lower_batchnorm(ctx: LowerContext, node: Node) -> bool:
+    """A BatchNorm the passes could not fold: into the LIF it feeds (through a Transpose pair), else a
+    per-channel affine map as a depthwise 1x1 integer Conv (Relu/Clip after it, or behind a Transpose, fused)."""
+    x = node.inputs[0]
+    params = _bn_params(node)
+    if params is None or not _is_float(x) or x.shape is None or len(x.shape) not in (3, 4):
+        return False
+    s, shift = params
+    tr_in = x.producer
+    tr_out = _sole_consumer(ctx, node.outputs[0], "Transpose")
+    lif = _sole_consumer(ctx, tr_out.outputs[0], "LIF", "lowbit") if _is_swap_last_two(tr_out) else None
+    if lif is not None and _is_swap_last_two(tr_in) and lif.inputs[0] is tr_out.outputs[0] \
+            and _is_float(tr_in.inputs[0]):
+        fused_before = set(ctx.fused)
+        ctx.fused.update({tr_out.name, lif.name})
+        if _lower_lif(ctx, lif, tr_in.inputs[0], s, shift):
+            return True
+        ctx.fused = fused_before
+    return _channel_affine(ctx, node, x, s, shift)
+
+
+def _channel_affine(ctx: LowerContext, node: Node, x: Value, s: np.ndarray, shift: np.ndarray) -> bool:
+    """y = s[c] x + shift[c] over channel axis 1 of a 3-D/4-D tensor, as a depthwise 1x1 integer Conv (the
+    per-channel weight is one value: exact at any weight bits, up to its rounding to 2^-bits)."""
+    shape = x.shape
+    if not all(isinstance(d, int) for d in shape) or shape[1] != s.size:
+        return False
+    fused_before = set(ctx.fused)
+    target, bounds, transpose = _activation_after(ctx, node.outputs[0])
+    qx = _int_at_node_bits(ctx, node, x)
+    out_spec = ctx.spec_of(target)
+    c = s.size
+    qw, w_spec = lo._quantized_weights(ctx, node, s.reshape(c, 1, 1, 1).astype(np.float32), 0, f"{node.name}_scale")
+    acc = lo._accumulator(qx.quant, w_spec)
+    qb = lo._quantized_bias(ctx, shift, qx.quant, w_spec, c, f"{node.name}_shift", 64 if acc == "int64" else 32)
+    lo_, hi_ = lo._act_range(out_spec, bounds)
+    try:
+        attrs = prepare_conv(qx.quant, w_spec, out_spec, lo_, hi_, accumulator=acc)
+    except ValueError:
+        ctx.fused = fused_before
+        return False
+    attrs.update(layout="NCHW", strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1], group=c)
+    if len(shape) == 4:
+        if transpose is not None:
+            ctx.fused = fused_before
+            return False
+        ctx.emit("Conv", [qx, qw, qb], [ctx.new_int(target, out_spec)], attrs, node)
+        return True
+    x4 = _emit_int(ctx, "Unsqueeze", [qx, _axes_const(ctx, [2])], qx.quant, (shape[0], c, 1, shape[2]),
+                   f"{x.name}_h1", name=f"{node.name}/unsqueeze", domain="")
+    y4 = _emit_int(ctx, "Conv", [x4, qw, qb], out_spec, x4.shape, f"{node.name}_y4", attrs, name=node.name)
+    _squeeze_out(ctx, node, y4, target, out_spec, transpose)
+    return True
+
+
+# --- LIF ---------------------------------------------------------------------------------------------------------------
+@lowering("lowbit.LIF")
+def lower_lif(ctx: LowerContext, node: Node) -> bool:
+    """lowbit.LIF -> lowbit.int LIF (int16 membrane, spikes at scale 1, zero point 0)."""
+    return _lower_lif(ctx, node, node.inputs[0], np.ones(1), np.zeros(1))
+
+
+def _lower_lif(ctx: LowerContext, node: Node, x: Value, scale: np.ndarray, bias: np.ndarray) -> bool:
+    if not _is_float(x) or x.shape is None or len(x.shape) < 3 or len(node.outputs) < 1:
+        return False
+    tau = float(node.attrs.get("tau", 2.0))
+    v_th = float(node.attrs.get("v_threshold", 1.0))
+    v_r = node.attrs.get("v_reset", 0.0)
+    v_r = None if v_r is None else float(v_r)
+    ch = x.shape[-1]
+    scale = np.broadcast_to(np.asarray(scale, np.float64).reshape(-1), (ch,)) if np.size(scale) == 1 else scale
+    bias = np.broadcast_to(np.asarray(bias, np.float64).reshape(-1), (ch,)) if np.size(bias) == 1 else bias
+    v0 = node.input(1)
+    outs = node.outputs
+    if not _ensure_lowered(ctx, v0):
+        return False
+    qx = _int_at_node_bits(ctx, node, x)
+    v_spec = _given(ctx, outs[1] if len(outs) > 1 else None) or \
+        (_given(ctx, v0) if v0 is not None and v0.const is None else None) or \
+        pr.membrane_spec(qx.quant, scale, bias, v_th, 0.0 if v_r is None else v_r, LIF_STATE_BITS)
+    try:
+        attrs = pr.prepare_lif(qx.quant, v_spec, scale, bias, tau, v_th, v_r)
+    except PrepareError:
+        return False
+    qv0 = _state_input(ctx, v0, v_spec, f"{node.name}_v0")
+    _mark_spikes(ctx)
+    attrs["to"] = qx.quant.dtype.name
+    spikes = ctx.new_int(outs[0], spike_spec(qx.quant.bits))
+    v_last = ctx.new_int(outs[1], v_spec) if len(outs) > 1 else ctx.g.new_value(f"{node.name}_v_last")
+    v_last.quant = v_spec
+    ctx.emit("LIF", [qx, qv0], [spikes, v_last], attrs, node)
+    return True
+
+
+def _state_input(ctx: LowerContext, v: Value | None, spec: QuantSpec, hint: str) -> Value | None:
+    """The integer initial state in ``spec``: a constant quantized directly, a graph input (a step graph's
+    state_in) quantized straight to ``spec``, anything else requantized to it."""
+    if v is None:
+        return None
+    if v.const is not None:
+        return _int_const(ctx, hint, spec.quantize(v.const), spec)
+    if v in ctx.f.inputs and id(v) not in ctx.int_of:
+        ctx.spec_override[id(v)] = spec
+    return requantize(ctx, ctx.integer(v), spec)
+
+
+# --- spikes ------------------------------------------------------------------------------------------------------------
+_SPIKE_PASS = DATA_MOVEMENT | {"Concat"}
+
+
+def spike_values(graph: Graph) -> set[int]:
+    """ids of the float values that hold spikes: LIF outputs 0, and data movement / Concat / Add / Sum of them."""
+    found: set[int] = set()
+    for n in graph.nodes:
+        if n.domain == "lowbit" and n.op_type == "LIF":
+            found.add(id(n.outputs[0]))
+        elif n.domain == "" and n.op_type in _SPIKE_PASS and n.inputs and id(n.inputs[0]) in found and \
+                (n.op_type != "Concat" or all(id(v) in found for v in n.inputs)):
+            found.update(id(o) for o in n.outputs)
+        elif n.domain == "" and n.op_type in ("Add", "Sum") and n.inputs and all(id(v) in found for v in n.inputs):
+            found.add(id(n.outputs[0]))
+    return found
+
+
+def _mark_spikes(ctx: LowerContext) -> None:
+    """Fix the spike spec for every spike-carrying value of the float graph (once per lowering)."""
+    if getattr(ctx, "_spikes_marked", False):
+        return
+    ctx._spikes_marked = True
+    ids = spike_values(ctx.f)
+    for n in ctx.f.nodes:
+        for v in n.outputs:
+            if id(v) in ids:
+                ctx.spec_override[id(v)] = spike_spec(ctx.act_bits(v))
+
+
+def _has_spike_spec(q: Value | None) -> bool:
+    return q is not None and q.quant is not None and not q.quant.per_channel and q.quant.bits in (8, 16) \
+        and float(q.quant.scale) == 1.0 and int(q.quant.zero_point) == 0
+
+
+def is_spike_value(q: Value) -> bool:
+    """True for an integer value that carries spikes: spike spec, produced by a LIF through data movement,
+    Concat or Add of spikes (a step graph's Concat([state_in, spikes]) of a conv window counts: its state holds
+    the earlier spikes)."""
+    if not _has_spike_spec(q):
+        return False
+    p = q.producer
+    if p is None:
+        return False
+    if p.domain == INT_DOMAIN and p.op_type == "LIF":
+        return q is p.outputs[0]
+    if p.domain == "" and p.op_type in DATA_MOVEMENT:
+        return is_spike_value(p.inputs[0])
+    if p.domain == "" and p.op_type == "Concat":
+        return all(_has_spike_spec(v) for v in p.inputs) and any(is_spike_value(v) for v in p.inputs)
+    if p.domain == INT_DOMAIN and p.op_type == "Add":
+        return all(v is not None and is_spike_value(v) for v in p.inputs)
+    return False
+
+
+def _spike_layer(ctx: LowerContext, base, node: Node) -> bool:
+    """Run the base rule; a FullyConnected/Conv it emitted on a spike input becomes SpikeFullyConnected/SpikeConv."""
+    first = len(ctx.g.nodes)
+    if not base(ctx, node):
+        return False
+    for n in ctx.g.nodes[first:]:
+        if n.domain == INT_DOMAIN and n.op_type in ("FullyConnected", "Conv") and is_spike_value(n.inputs[0]):
+            n.op_type = "Spike" + n.op_type
+    return True
+
+
+_BASE_MATMUL, _BASE_GEMM = LOWERINGS["MatMul"], LOWERINGS["Gemm"]
+
+
+@lowering("MatMul")
+def lower_matmul(ctx: LowerContext, node: Node) -> bool:
+    """lower_ops' MatMul rule; a FullyConnected on spikes becomes SpikeFullyConnected, and one reading a
+    Hadamard-rotated scan output gets the rotation folded into its weights (x W = (x H^T)(H W))."""
+    rot = getattr(ctx, "rotated", {}).get(id(node.inputs[0]))
+    if rot is not None:
+        w = node.const_input(1)
+        return lo._linear(ctx, node, node.inputs[0], np.ascontiguousarray((rot @ w.astype(np.float64)).T), None)
+    return _spike_layer(ctx, _BASE_MATMUL, node)
+
+
+@lowering("Gemm")
+def lower_gemm(ctx: LowerContext, node: Node) -> bool:
+    """lower_ops' Gemm rule; a FullyConnected on spikes becomes SpikeFullyConnected."""
+    return _spike_layer(ctx, _BASE_GEMM, node)
+
+
+# --- LMUMemory ---------------------------------------------------------------------------------------------------------
+def _absmax(ctx: LowerContext, v: Value) -> float:
+    st = ctx.stats.get(v.name)
+    if st is None or st.count == 0:
+        return 0.0
+    return max(abs(st.min), abs(st.max))
+
+
+@lowering("lowbit.LMUMemory")
+def lower_lmu_memory(ctx: LowerContext, node: Node) -> bool:
+    """lowbit.LMUMemory -> lowbit.int LMUMemory: 16-bit Abar rows, int32 state (scale: 2 x the calibrated
+    max |m| over all steps / (2^31 - 1)), output m in the plan's activation spec."""
+    u, abar, bbar = node.inputs[0], node.const_input(1), node.const_input(2)
+    if not _is_float(u) or abar is None or bbar is None or u.shape is None or len(u.shape) != 3:
+        return False
+    outs = node.outputs
+    m0 = node.input(3)
+    m_spec = _given(ctx, outs[1] if len(outs) > 1 else None) or \
+        (_given(ctx, m0) if m0 is not None and m0.const is None else None) or \
+        pr.state_spec(_absmax(ctx, outs[0]), LMU_STATE_BITS, LMU_HEADROOM)
+    if not _ensure_lowered(ctx, m0):
+        return False
+    qu = _int_at_node_bits(ctx, node, u)
+    out_spec = ctx.spec_of(outs[0])
+    try:
+        abar_q, bbar_q, attrs = pr.prepare_lmu_memory(abar, bbar, qu.quant, m_spec, out_spec)
+    except PrepareError:
+        return False
+    attrs["input_is_spikes"] = int(is_spike_value(qu))
+    qm0 = _state_input(ctx, m0, m_spec, f"{node.name}_m0")
+    ins = [qu, _int_const(ctx, f"{node.inputs[1].name}_q16", abar_q),
+           _int_const(ctx, f"{node.inputs[2].name}_q", bbar_q), qm0]
+    y = ctx.new_int(outs[0], out_spec)
+    m_last = ctx.new_int(outs[1], m_spec) if len(outs) > 1 else ctx.g.new_value(f"{node.name}_m_last")
+    m_last.quant = m_spec
+    ctx.emit("LMUMemory", ins, [y, m_last], attrs, node)
+    return True
+
+
+# --- SelectiveScan -----------------------------------------------------------------------------------------------------
+
+def _ensure_lowered(ctx: LowerContext, v: Value | None) -> bool:
+    """Lower the producers of float value ``v`` now, ahead of the main loop (which then skips them), so that a
+    rule can read ``v``'s integer form before ``v``'s node comes up in order (a float island where a producer
+    has no integer lowering, as the main loop would). False when some producer input is no graph input,
+    constant or node output."""
+    if v is None or v.const is not None or id(v) in ctx.int_of or id(v) in ctx.float_of:
+        return True
+    p = v.producer
+    if p is None or p.name in ctx.fused or not all(_ensure_lowered(ctx, i) for i in p.inputs):
+        return False
+    from lowbit.quant.lower import _lower_float_island
+    rule = LOWERINGS.get(p.op_type) if p.domain == "" else LOWERINGS.get(f"{p.domain}.{p.op_type}")
+    fused_before = set(ctx.fused)
+    if rule is None or not rule(ctx, p):
+        ctx.fused = fused_before
+        _lower_float_island(ctx, p)
+    ctx.fused.add(p.name)
+    return True
+
+
+def _gate_of(ctx: LowerContext, y: Value):
+    """(Mul node, gate value) when the scan output ``y`` is only read by Mul(y, gate) (Mamba's y * SiLU(z))."""
+    mul = _sole_consumer(ctx, y, "Mul")
+    if mul is None or len(mul.inputs) != 2:
+        return None
+    g = mul.inputs[1] if mul.inputs[0] is y else mul.inputs[0]
+    if g is y or not _is_float(g) or g.shape != y.shape or not _ensure_lowered(ctx, g):
+        return None
+    return mul, g
+
+
+def _foldable_rotation(ctx: LowerContext, v: Value) -> bool:
+    """True when every reader of ``v`` is a MatMul with a constant 2-D weight (H can be folded into it)."""
+    return bool(v.consumers) and v not in ctx.f.outputs and all(
+        c.op_type == "MatMul" and c.domain == "" and c.inputs[0] is v and c.const_input(1) is not None
+        and c.const_input(1).ndim == 2 for c in v.consumers)
+
+
+def hadamard_matrix(n: int) -> np.ndarray:
+    """The orthonormal Sylvester Hadamard matrix of order n (a power of two): symmetric, its own inverse."""
+    h = np.ones((1, 1))
+    while h.shape[0] < n:
+        h = np.block([[h, h], [h, -h]])
+    return h / math.sqrt(n)
+
+
+_BASE_SOFTPLUS = LOWERINGS.get("Softplus")
+
+
+def _absorbable_softplus(ctx: LowerContext, node: Node) -> bool:
+    """A Softplus whose only reader is a SelectiveScan's delta input, on int8 codes: the scan tabulates it."""
+    scan = _sole_consumer(ctx, node.outputs[0], "SelectiveScan", "lowbit")
+    return SCAN_DELTA_TABLE and scan is not None and scan.input(1) is node.outputs[0] and scan.input(0) is not node.outputs[0] \
+        and _is_float(node.inputs[0]) and ctx.integer(node.inputs[0]).quant.bits == 8
+
+
+@lowering("Softplus")
+def lower_softplus(ctx: LowerContext, node: Node) -> bool:
+    """Softplus: absorbed into the SelectiveScan that reads it (its output stands for the int8 dt codes until
+    the scan is lowered; the scan looks delta up in a table), else lower_ops' table rule."""
+    if _absorbable_softplus(ctx, node):
+        ctx.int_of[id(node.outputs[0])] = ctx.integer(node.inputs[0])
+        ctx.absorbed = {**getattr(ctx, "absorbed", {}), id(node.outputs[0]): node}
+        return True
+    return _BASE_SOFTPLUS is not None and _BASE_SOFTPLUS(ctx, node)
+
+
+def _restore_softplus(ctx: LowerContext, delta: Value) -> None:
+    """Undo an absorption (the scan could not be lowered): lower the Softplus for real now."""
+    sp = getattr(ctx, "absorbed", {}).pop(id(delta), None)
+    if sp is None:
+        return
+    del ctx.int_of[id(delta)]
+    if _BASE_SOFTPLUS is None or not _BASE_SOFTPLUS(ctx, sp):
+        from lowbit.quant.lower import _lower_float_island
+        _lower_float_island(ctx, sp)
+
+
+@lowering("lowbit.SelectiveScan")
+def lower_selective_scan(ctx: LowerContext, node: Node) -> bool:
+    """lowbit.SelectiveScan -> lowbit.int SelectiveScan: int32 state (scale: 8 x the calibrated max |h_last| /
+    (2^31 - 1)), decay from the exp2 table. An absorbed Softplus makes delta a 2^20-step table over the int8 dt
+    codes; a Mul(y, gate) reading the output is fused (only the gated product is quantized, in the plan's
+    activation spec), and with SCAN_HADAMARD rotated, H folded into out_proj."""
+    x, delta, b, c = node.input(0), node.input(1), node.input(3), node.input(4)
+    A, D = node.const_input(2), node.const_input(5)
+    h0 = node.input(6)
+    ok = A is not None and D is not None and all(_is_float(v) for v in (x, delta, b, c)) and \
+        _lower_scan(ctx, node, x, delta, b, c, A, D, h0)
+    if not ok:
+        _restore_softplus(ctx, delta)
+    return ok
+
+
+def _lower_scan(ctx: LowerContext, node: Node, x, delta, b, c, A, D, h0) -> bool:
+    outs = node.outputs
+    h_spec = _given(ctx, outs[1] if len(outs) > 1 else None) or \
+        (_given(ctx, h0) if h0 is not None and h0.const is None else None) or \
+        pr.state_spec(_absmax(ctx, outs[1]) if len(outs) > 1 else 0.0, SCAN_STATE_BITS, SCAN_HEADROOM)
+    if not _ensure_lowered(ctx, h0):
+        return False
+    delta_is_dt = id(delta) in getattr(ctx, "absorbed", {})
+    qx, qb, qc = (_int_at_node_bits(ctx, node, v) for v in (x, b, c))
+    qd = ctx.integer(delta) if delta_is_dt else _int_at_node_bits(ctx, node, delta)
+    fused_before = set(ctx.fused)
+    gated = _gate_of(ctx, outs[0]) if SCAN_FUSE_GATE else None
+    target, qg = outs[0], None
+    if gated is not None:
+        ctx.fused.add(gated[0].name)
+        target, qg = gated[0].outputs[0], _int_at_node_bits(ctx, gated[0], gated[1])
+    rotate = SCAN_HADAMARD and qg is not None and _foldable_rotation(ctx, target)
+    out_spec = ctx.spec_of(target)
+    try:
+        attrs = pr.prepare_selective_scan(A, D, qx.quant, qd.quant, qb.quant, qc.quant, h_spec, out_spec,
+                                          delta_is_dt, None if qg is None else qg.quant, rotate)
+    except PrepareError:
+        ctx.fused = fused_before
+        return False
+    qh0 = _state_input(ctx, h0, h_spec, f"{node.name}_h0")
+    if rotate:  # the rotated codes stand for no float tensor: registered for the readers, not for compare
+        y = ctx.g.new_value(f"{target.name}_rot", target.shape, out_spec.dtype)
+        y.quant = out_spec
+        ctx.int_of[id(target)] = y
+        ctx.rotated = {**getattr(ctx, "rotated", {}), id(target): hadamard_matrix(int(A.shape[0]))}
+    else:
+        y = ctx.new_int(target, out_spec)
+    h_last = ctx.new_int(outs[1], h_spec) if len(outs) > 1 else ctx.g.new_value(f"{node.name}_h_last")
+    h_last.quant = h_spec
+    ctx.emit("SelectiveScan", [qx, qd, qb, qc, qh0] + ([qg] if qg is not None else []), [y, h_last], attrs, node)
+    return True
+
+
+# --- streamed mean pooling (step graphs) -------------------------------------------------------------------------------
+@lowering("ReduceSum")
+def lower_reduce_sum(ctx: LowerContext, node: Node) -> bool:
+    """ReduceSum -> Add(state_in) -> state_out -> Mul(1/n): RunningSum (int32 at the input's scale) and a
+    Requantize with the Mean kernel's integers, so the streamed mean equals the whole-sequence Mean."""
+    x = node.inputs[0]
+    axes = node.const_input(1)
+    if not _is_float(x) or axes is None or int(node.attrs.get("keepdims", 1)) != 0 or x.shape is None:
+        return False
+    add = _sole_consumer(ctx, node.outputs[0], "Add")
+    if add is None:
+        return False
+    state = add.inputs[1] if add.inputs[0] is node.outputs[0] else add.inputs[0]
+    acc_out = add.outputs[0]
+    if state not in ctx.f.inputs or acc_out not in ctx.f.outputs:
+        return False
+    muls = [n for n in acc_out.consumers if n.op_type == "Mul" and n.domain == ""]
+    if len(muls) != 1 or len(acc_out.consumers) != 1:
+        return False
+    mul = muls[0]
+    k = mul.const_input(1) if mul.inputs[0] is acc_out else mul.const_input(0)
+    if k is None or k.size != 1 or float(k.reshape(())) <= 0:
+        return False
+    n = int(round(1.0 / float(k.reshape(()))))
+    if n < 1 or abs(float(np.float32(1.0 / n)) - float(k.reshape(()))) > 0:
+        return False
+    qx = ctx.integer(x)
+    if qx.quant.per_channel:
+        return False
+    acc_spec = _given(ctx, acc_out) or _given(ctx, state) or QuantSpec(32, qx.quant.scale, 0)
+    if float(acc_spec.scale) != float(qx.quant.scale) or acc_spec.bits != 32:
+        return False
+    out_spec = ctx.spec_of(mul.outputs[0])
+    try:
+        attrs = pr.prepare_streamed_mean(qx.quant, out_spec, n)
+    except ValueError:
+        return False
+    ctx.spec_override[id(state)] = acc_spec
+    qs = ctx.integer(state)
+    rank = len(x.shape)
+    acc = ctx.new_int(acc_out, acc_spec)
+    ctx.emit("RunningSum", [qs, qx], [acc], {"axes": sorted(int(a) % rank for a in axes.reshape(-1)),
+                                             "input_offset": -int(qx.quant.zero_point)}, node)
+    ctx.emit("Requantize", [acc], [ctx.new_int(mul.outputs[0], out_spec)], attrs, mul)
+    ctx.fused.update({add.name, mul.name})
+    return True
+
+
+# --- streaming: step graphs with the whole-sequence specs, integer state I/O --------------------------------------------
+def _strip_prefix(name: str, prefix: str = "") -> str:
+    """``name`` without ``prefix`` (the step graph's extra leading path, such as "/net")."""
+    return name[len(prefix):] if prefix and name.startswith(prefix + "/") else name
+
+
+def name_prefix(step: Graph, whole: Graph) -> str:
+    """The leading path that step-graph node names carry over the whole graph's ("/net" for the zoo's step
+    graphs, which wrap the network in a module): the one under which most step nodes find a same-named node."""
+    wnames = {n.name for n in whole.nodes}
+    counts: dict[str, int] = {}
+    for n in step.nodes:
+        parts = n.name.split("/")
+        for i in range(1, len(parts) - 1):
+            prefix = "/".join(parts[:i + 1]) if parts[0] == "" else "/".join(parts[:i])
+            if n.name[len(prefix):] in wnames:
+                counts[prefix] = counts.get(prefix, 0) + 1
+    direct = sum(n.name in wnames for n in step.nodes)
+    best = max(counts, key=counts.get, default="")
+    return best if counts.get(best, 0) > direct else ""
+
+
+def whole_specs(lowered: Lowered) -> dict[str, QuantSpec]:
+    """{float value name: QuantSpec of the integer value standing for it} of a lowered graph."""
+    out = {}
+    for int_name, float_name in lowered.float_of.items():
+        v = lowered.graph.values.get(int_name)
+        if v is not None and v.quant is not None:
+            out.setdefault(float_name, v.quant)
+    return out
+
+
+def _state_pairs(step: Graph) -> dict[str, str]:
+    """state_in_<i>_<kind> -> state_out_<i>_<kind> of a step graph."""
+    outs = {v.name for v in step.outputs}
+    return {v.name: "state_out_" + v.name[len("state_in_"):] for v in step.inputs
+            if v.name.startswith("state_in_") and "state_out_" + v.name[len("state_in_"):] in outs}
+
+
+def step_activation_specs(whole: Graph, lowered: Lowered, step: Graph) -> dict[str, QuantSpec]:
+    """Specs for the step graph's values from the whole-sequence lowering: a step value takes the spec of the
+    whole-graph value with the same name (after dropping the step graph's name prefix, ``name_prefix``), else of
+    the value in the same position of the same-named node of the same op (the LMU / LIF / scan state outputs;
+    the input of a step conv that reads Concat([state, x_t])); a state input takes its state output's spec,
+    and a state that a step Concat prepends to x_t takes that Concat's."""
+    specs = whole_specs(lowered)
+    prefix = name_prefix(step, whole)
+    wnodes = {n.name: n for n in whole.nodes}
+    pairs: dict[str, str] = {}
+    for n in step.nodes:
+        wn = wnodes.get(_strip_prefix(n.name, prefix))
+        if wn is None or wn.op_type != n.op_type or wn.domain != n.domain:
+            continue
+        for sv, wv in list(zip(n.inputs, wn.inputs)) + list(zip(n.outputs, wn.outputs)):
+            if sv is not None and wv is not None and wv.name in specs:
+                pairs.setdefault(sv.name, wv.name)
+    out: dict[str, QuantSpec] = {}
+    for v in list(step.inputs) + [o for n in step.nodes for o in n.outputs]:
+        name = _strip_prefix(v.name, prefix)
+        name = name if name in specs else pairs.get(v.name)
+        if name is not None:
+            out[v.name] = specs[name]
+    states = _state_pairs(step)
+    for sin, sout in states.items():
+        if sout in out:
+            out[sin] = out[sout]
+    for n in step.nodes:  # a causal conv's window: Concat([state_in, x_t]) -> Conv, state_out = Slice(window)
+        if n.op_type == "Concat" and n.outputs[0].name in out:
+            for v in n.inputs:
+                if v is not None and v.name in states:
+                    out[v.name] = out[states[v.name]] = out[n.outputs[0].name]
+    return out
+
+
+def step_precisions(step: Graph, whole: Graph, whole_precisions: dict, default):
+    """Each step node's precision: that of the whole-graph node with the same (prefix-stripped) name."""
+    prefix = name_prefix(step, whole)
+    return {n.name: whole_precisions.get(_strip_prefix(n.name, prefix), default) for n in step.nodes}
+
+
+def lower_step(step: Graph, whole: Graph, whole_lowered: Lowered, whole_precisions: dict, default,
+               options=None) -> Lowered:
+    """Lower step graph ``step`` (shapes bound, passes run) with the whole-sequence lowering's specs for every
+    tensor (``step_activation_specs``; a tensor without one is an error, never a re-calibration) and the
+    precisions of the same-named whole nodes; its state inputs/outputs become integer codes
+    (quant.pinned.integer_state_io), carried between calls as integers."""
+    from lowbit.quant.pinned import integer_state_io, lower_pinned
+    specs = step_activation_specs(whole, whole_lowered, step)
+    low = lower_pinned(step, specs, step_precisions(step, whole, whole_precisions, default), default, options)
+    integer_state_io(low.graph)
+    return low
+
+
+def zero_states(graph: Graph, batch: int) -> dict[str, np.ndarray]:
+    """The initial (zero) state of every integer ``state_in_*`` input: the code of 0.0, its zero point."""
+    out = {}
+    for v in graph.inputs:
+        if v.name.startswith("state_in_") and v.quant is not None:
+            shape = tuple(batch if not isinstance(d, int) else d for d in v.shape)
+            out[v.name] = np.full(shape, int(v.quant.zero_point), v.quant.dtype)
+    return out
