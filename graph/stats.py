@@ -62,7 +62,29 @@ def _int_batch_matmul(node: Node) -> int:
     return _size(node.outputs[0].shape) * (k if isinstance(k, int) else 0)
 
 
+def _lmu_memory(node: Node) -> int:
+    """m_t = Ā m_{t-1} + B̄ u_t: d*d + d*du MACs per step and batch row."""
+    u, a = node.inputs[0], node.inputs[1]
+    if u.shape is None or a.shape is None or len(u.shape) != 3:
+        return 0
+    b, t, du = u.shape
+    d = a.shape[0]
+    return _size((b, t)) * (d * d + d * du) if all(isinstance(x, int) for x in (b, t, du, d)) else 0
+
+
+def _selective_scan(node: Node) -> int:
+    """h_t = exp(ΔA) h_{t-1} + Δ x B, y_t = C h_t: 2*D*N MACs per step and batch row (the zoo's count)."""
+    x, a = node.inputs[0], node.inputs[2]
+    if x.shape is None or a.shape is None or len(x.shape) != 3 or len(a.shape) != 2:
+        return 0
+    return _size(x.shape) * 2 * int(a.shape[1])
+
+
 MACS: dict[str, Callable[[Node], int]] = {
+    "lowbit.LMUMemory": _lmu_memory,
+    "lowbit.SelectiveScan": _selective_scan,
+    "lowbit.int.LMUMemory": _lmu_memory,
+    "lowbit.int.SelectiveScan": _selective_scan,
     "Conv": _conv,
     "ConvTranspose": _conv_transpose,
     "Gemm": _gemm,

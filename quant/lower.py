@@ -57,11 +57,16 @@ class LowerContext:
         self.map_back: dict[str, str] = {}
         self.spec_override: dict[int, QuantSpec] = {}
         self.fused: set[str] = set()  # float nodes folded into their producer (Relu/Clip after Conv, ...)
+        self.rebits: dict[tuple[int, int], Value] = {}  # (id(float value), bits) -> requantized integer value
 
     # -- specs ---------------------------------------------------------------------------------------------
     def act_bits(self, v: Value) -> int:
         node = v.producer or (v.consumers[0] if v.consumers else None)
         p = self.precisions.get(node.name) if node is not None else None
+        return p.act_bits if p is not None else 8
+
+    def node_bits(self, node: Node) -> int:
+        p = self.precisions.get(node.name)
         return p.act_bits if p is not None else 8
 
     def spec_of(self, v: Value) -> QuantSpec:
@@ -80,9 +85,25 @@ class LowerContext:
         return activation_spec(lo, hi, bits)
 
     # -- values ----------------------------------------------------------------------------------------------
-    def integer(self, v: Value) -> Value:
-        """The integer value standing for float value ``v`` (quantizing it where it only exists as float)."""
+    def integer(self, v: Value, bits: int | None = None) -> Value:
+        """The integer value standing for float value ``v`` (quantizing it where it only exists as float).
+
+        With ``bits`` (the consuming node's activation bits under a mixed plan), a value held at other bits is
+        requantized to a spec of those bits over the same calibrated range."""
         got = self.int_of.get(id(v))
+        if got is not None and bits is not None and got.quant.bits != bits:
+            key = (id(v), bits)
+            if key not in self.rebits:
+                st = self.stats.get(v.name)
+                if v.const is not None:
+                    spec = _const_spec(v.const, bits)
+                    q = self.g.add_const(f"{v.name}_q{bits}", spec.quantize(v.const))
+                    q.quant = spec
+                    self.rebits[key] = q
+                else:
+                    lo, hi = (0.0, 0.0) if st is None else st.range("minmax", bits)
+                    self.rebits[key] = requantize(self, got, activation_spec(lo, hi, bits))
+            return self.rebits[key]
         if got is not None:
             return got
         if v.const is not None:

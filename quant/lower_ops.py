@@ -99,7 +99,7 @@ def lower_conv(ctx: LowerContext, node: Node) -> bool:
     if pads is None:
         return False
     target, bounds = _fused_activation(ctx, node)
-    qx = ctx.integer(x)
+    qx = ctx.integer(x, ctx.node_bits(node))
     out_spec = ctx.spec_of(target)
     qw, w_spec = _quantized_weights(ctx, node, w, 0, node.inputs[1].name)
     acc = _accumulator(qx.quant, w_spec)
@@ -141,7 +141,7 @@ def _linear(ctx: LowerContext, node: Node, x: Value, w_nk: np.ndarray, bias: np.
     if bias is None:
         bias, out = _following_bias(ctx, out, w_nk.shape[0])
     target, bounds = _fused_activation(ctx, node, out)
-    qx = ctx.integer(x)
+    qx = ctx.integer(x, ctx.node_bits(node))
     out_spec = ctx.spec_of(target)
     qw, w_spec = _quantized_weights(ctx, node, w_nk, 0, f"{node.name}_weight")
     acc = _accumulator(qx.quant, w_spec)
@@ -201,7 +201,7 @@ def lower_matmul(ctx: LowerContext, node: Node) -> bool:
         return _linear(ctx, node, a, np.ascontiguousarray(b.const.T), None)
     if a.const is not None or a.shape is None or b.shape is None or len(a.shape) < 2 or len(b.shape) < 2:
         return False
-    qa, qb = ctx.integer(a), ctx.integer(b)
+    qa, qb = ctx.integer(a, ctx.node_bits(node)), ctx.integer(b, ctx.node_bits(node))
     out_spec = ctx.spec_of(node.outputs[0])
     try:
         attrs = pe.prepare_batch_matmul(qa.quant, qb.quant, out_spec)
@@ -216,7 +216,7 @@ def _binary(ctx: LowerContext, node: Node, prepare, op: str) -> bool:
     if not (_is_float(a) and _is_float(b)):
         return False
     target, bounds = _fused_activation(ctx, node) if op != "Mul" else (node.outputs[0], None)
-    qa, qb = ctx.integer(a), ctx.integer(b)
+    qa, qb = ctx.integer(a, ctx.node_bits(node)), ctx.integer(b, ctx.node_bits(node))
     out_spec = ctx.spec_of(target)
     lo, hi = _act_range(out_spec, bounds)
     try:
@@ -248,7 +248,7 @@ def _unary(ctx: LowerContext, node: Node, make, fixed: str | None = None) -> boo
     x = node.inputs[0]
     if not _is_float(x):
         return False
-    qx = ctx.integer(x)
+    qx = ctx.integer(x, ctx.node_bits(node))
     out_spec = _fixed_spec(fixed, qx.quant.bits) if fixed else ctx.spec_of(node.outputs[0])
     if out_spec.bits != qx.quant.bits:
         return False
@@ -286,7 +286,7 @@ def lower_softmax(ctx, node):
     x = node.inputs[0]
     if not _is_float(x) or x.shape is None or int(node.attrs.get("axis", -1)) % len(x.shape) != len(x.shape) - 1:
         return False
-    qx = ctx.integer(x)
+    qx = ctx.integer(x, ctx.node_bits(node))
     cutoff = False
     if qx.quant.bits == 8 and _feeds_graph_output(ctx, node.outputs[0]):
         from lowbit.quant.lower import requantize
@@ -403,7 +403,7 @@ def lower_pad(ctx: LowerContext, node: Node) -> bool:
     x = node.inputs[0]
     if not _is_float(x) or node.const_input(1) is None or (node.input(3) is not None and node.const_input(3) is None):
         return False
-    qx = ctx.integer(x)
+    qx = ctx.integer(x, ctx.node_bits(node))
     value = node.const_input(2)
     code = qx.quant.quantize(np.asarray(0.0 if value is None else value, np.float64).reshape(()))
     ins = [qx, ctx.floating(node.inputs[1]), ctx.g.add_const(f"{node.name}_value_q", np.asarray(code, qx.quant.dtype))]
@@ -436,7 +436,7 @@ def _pool(ctx: LowerContext, node: Node, op: str) -> bool:
         return False
     if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         return False
-    qx = ctx.integer(x)
+    qx = ctx.integer(x, ctx.node_bits(node))
     attrs = {"layout": "NCHW", "kernel_shape": list(node.attrs["kernel_shape"]),
              "strides": list(node.attrs.get("strides", [1, 1])), "pads": list(node.attrs.get("pads", [0, 0, 0, 0])),
              **pl.prepare_pool(qx.quant)}
@@ -459,7 +459,7 @@ def lower_mean(ctx: LowerContext, node: Node) -> bool:
             return False
         axes = list(range(rank)) if ax is None else sorted(int(a) % rank for a in ax.reshape(-1))
         keep = int(node.attrs.get("keepdims", 1))
-    qx = ctx.integer(x)
+    qx = ctx.integer(x, ctx.node_bits(node))
     out_spec = ctx.spec_of(node.outputs[0])
     if out_spec.bits != qx.quant.bits:
         return False

@@ -128,3 +128,18 @@ def test_matmul_bias_add_fuses_into_fully_connected_and_pad_stays_integer():
     assert fc.inputs[2] is not None and fc.attrs["act_min"] == fc.outputs[0].quant.zero_point
     x = {"x": rng.standard_normal((2, 3, 6)).astype(np.float32)}
     assert _sqnr(run_float(g, x)["y"], art.run(x)["y"]) > 30
+
+
+def test_mixed_activation_bits_requantize_between_layers(tmp_path):
+    """An a16 layer under an a8 plan gets its inputs requantized to int16 (and back for a8 consumers)."""
+    plan = tmp_path / "mixed.toml"
+    plan.write_text('[[override]]\nposition = "last"\nprecision = "w8a16"\n')
+    from lowbit.quant.plan import make_plan
+    g = _conv_relu6_net()
+    calib = {"x": np.random.default_rng(6).standard_normal((8, 1, 3, 16, 16)).astype(np.float32)}
+    art, low = compile_graph(g, calib, make_plan("w8a8", str(plan)))
+    fc = next(n for n in art.graph.nodes if n.op_type == "FullyConnected")
+    assert fc.inputs[0].dtype == np.int16 and fc.outputs[0].dtype == np.int16 and fc.attrs["accumulator"] == "int64"
+    assert any(n.op_type == "Requantize" and n.outputs[0].dtype == np.int16 for n in art.graph.nodes)
+    x = {"x": calib["x"][0]}
+    assert _sqnr(run_float(g, x)["y"], art.run(x)["y"]) > 25
