@@ -49,13 +49,19 @@ def compile_graph(graph: Graph, calib: Mapping[str, np.ndarray], plan: Plan | st
 
 
 def compile(model: str, calib: Mapping[str, np.ndarray] | str, precision: str = "w8a8", plan: str | None = None,
-            observer: str | None = None, progress=None) -> Artifact:
-    """Compile a model file to an integer Artifact. ``calib`` is an .npz path or a dict of [N, ...] arrays."""
+            observer: str | None = None, progress=None, target: str | None = None) -> Artifact:
+    """Compile a model file to an integer Artifact. ``calib`` is an .npz path or a dict of [N, ...] arrays;
+    ``target`` (e.g. "tflite") selects the arithmetic variants that target's runtime uses."""
     from lowbit.tools.api import load
     from lowbit.tools.files import load_npz
     calib_source = calib if isinstance(calib, str) else "calibration data"
     if isinstance(calib, str):
         calib = load_npz(calib)
+    options = None
+    if target is not None:
+        from lowbit.targets import get_target
+        options = getattr(get_target(target), "lowering_options", None)
     graph = load(model, optimize=False)
-    artifact, _ = compile_graph(graph, calib, make_plan(precision, plan, observer), model, calib_source, progress)
+    artifact, _ = compile_graph(graph, calib, make_plan(precision, plan, observer), model, calib_source, progress,
+                                options=options)
     return artifact

@@ -84,6 +84,7 @@ class Target:
     description = ""
     constraints: tuple[Constraint, ...] = ()
     file_suffix = ""
+    lowering_options: Mapping[str, object] = {}  # passed to quant.compile.compile_graph(options=...) for this target
 
     def check(self, node: Node) -> list[str]:
         """The messages of every constraint ``node`` fails (empty: the target runs it)."""
