@@ -128,3 +128,16 @@ def test_run_tflite_and_its_bad_inputs(tmp_path):
     _user_error(_invoke("run", os.path.join(data, "unsupported_cumsum.tflite"), "--inputs", tmp_path / "in.npz",
                         "--outputs", tmp_path / "o3.npz"), "CUMSUM")
     assert not (tmp_path / "o2.npz").exists() and not (tmp_path / "o3.npz").exists()
+
+
+def test_compile_for_tflite_target_and_export_qdq(data, tmp_path):
+    art = tmp_path / "m.onnx"
+    r = _invoke("compile", MODEL, "--calib", data / "calib.npz", "--target", "tflite", "-o", art)
+    assert r.exit_code == 0, r.stderr
+    assert "ops (100.0 %)" in r.output and (tmp_path / "m.tflite").exists()
+    r = _invoke("export", art, "--format", "onnx-qdq", "-o", tmp_path / "m.qdq.onnx")
+    assert r.exit_code == 0, r.stderr
+    import onnx
+    onnx.checker.check_model(onnx.load(str(tmp_path / "m.qdq.onnx")))
+    r = _invoke("compile", MODEL, "--calib", data / "calib.npz", "--target", "nope", "-o", tmp_path / "x.onnx")
+    _user_error(r, "unknown target")
