@@ -288,12 +288,13 @@ def lower_softmax(ctx, node):
         return False
     qx = ctx.integer(x, ctx.node_bits(node))
     cutoff = False
-    if qx.quant.bits == 8 and _feeds_graph_output(ctx, node.outputs[0]):
-        from lowbit.quant.lower import requantize
-        from lowbit.quant.spec import activation_spec
-        st = ctx.stats.get(x.name)
-        lo, hi = (0.0, 0.0) if st is None else st.range("minmax", 16)
-        qx = requantize(ctx, qx, activation_spec(lo, hi, 16))
+    if _feeds_graph_output(ctx, node.outputs[0]):
+        if qx.quant.bits == 8:
+            from lowbit.quant.lower import requantize
+            from lowbit.quant.spec import activation_spec
+            st = ctx.stats.get(x.name)
+            lo, hi = (0.0, 0.0) if st is None else st.range("minmax", 16)
+            qx = requantize(ctx, qx, activation_spec(lo, hi, 16))
         cutoff = ctx.options.get("output_softmax", "cutoff") != "tflite"
     out_spec = _fixed_spec("Softmax", qx.quant.bits)
     try:
