@@ -112,3 +112,80 @@ def test_saturate_and_count():
 def test_rounding_right_shift_half_up():
     assert fp.rounding_right_shift(np.array([5, -5, 4, -4, 6]), 1).tolist() == [3, -2, 2, -2, 3]
     assert fp.rounding_right_shift(np.array([5]), 0).tolist() == [5]
+
+
+# --- the fused fast path equals the definition -----------------------------------------------------------------
+def _fast_cases():
+    """(x, m0, shift, bias): ties (m0 = 2^30 makes SRDHM = floor((x + 1) / 2), so every RoundingDivideByPOT tie
+    occurs), m0 at both ends of [2^30, 2^31), every shift from -31 to 30, int32 extremes, per-channel vectors."""
+    # around +-2^e and +-3 * 2^e, SRDHM (m0 = 2^30) gives y = +-2^(e-1): RoundingDivideByPOT's ties for every e
+    pot = np.array([(1 << e) * k + d for e in range(1, 31) for k in (-3, -1, 1, 3) for d in (-2, -1, 0, 1)])
+    extremes = np.array([I32MIN + 2, -(1 << 24) - 1, (1 << 24) + 1, I32MAX - 1])  # |x| < 2^31 - 1: fast path
+    base = np.concatenate([np.arange(-300, 300), pot[np.abs(pot) < I32MAX - 4], extremes])
+    for m0 in (1 << 30, (1 << 30) + 1, 3 << 29, I32MAX):
+        for shift in list(range(-31, 1)) + [1, 2, 7, 30]:
+            x = base[np.abs(base << max(shift, 0)) <= I32MAX]  # TFLite computes x * 2^left in int32
+            yield x, m0, shift, None
+            xb = x[np.abs((x - 3) << max(shift, 0)) <= I32MAX]
+            if xb.size:
+                yield xb, m0, shift, np.array([-3])
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(rng.integers(1, 17))
+        m0 = rng.integers(1 << 30, 1 << 31, n)
+        m0[rng.random(n) < 0.2] = 1 << 30
+        shift = rng.integers(-20, 3, n)
+        bias = None if rng.random() < 0.3 else rng.integers(-(1 << 20), 1 << 20, n)
+        x = rng.integers(-(1 << 21), 1 << 21, (int(rng.integers(1, 60)), n))
+        x = (x >> int(rng.integers(0, 16))) << int(rng.integers(0, 8))  # low bits zero: more ties
+        yield x, m0, shift, bias
+
+
+@pytest.mark.parametrize("x_type", [np.int32, np.int64])
+def test_fast_multiply_equals_definition(x_type):
+    for x, m0, shift, bias in _fast_cases():
+        for offset in (0, -128, 37):
+            assert fp._fast_plan(m0, shift, bias, offset, int(np.abs(x).max()), x_type == np.int32) is not None
+            want = fp.multiply_by_quantized_multiplier(x + (0 if bias is None else bias), m0, shift) + offset
+            got = fp.multiply_by_quantized_multiplier_fast(x.astype(x_type), m0, shift, bias=bias, offset=offset)
+            assert got.dtype == np.int64 and np.array_equal(got, want), (m0, shift, offset)
+
+
+@pytest.mark.parametrize("x_type", [np.int32, np.int64])
+def test_requantize_fast_equals_clipped_definition_and_counts_clips(x_type):
+    """Includes lo == offset (a fused ReLU), where the fast path skips the tie correction of negative values:
+    outputs and saturation counts must still equal the definition's, also at y = -2^(e-1) exactly."""
+    for x, m0, shift, bias in _fast_cases():
+        for offset, lo, hi in ((-128, -128, 127), (-128, -128, -128), (5, 5, 127), (5, 6, 20), (3, -128, 127),
+                               (-3, -20, 20)):
+            assert fp._fast_plan(m0, shift, bias, offset, int(np.abs(x).max()), x_type == np.int32) is not None
+            raw = fp.multiply_by_quantized_multiplier(x + (0 if bias is None else bias), m0, shift) + offset
+            y, n = fp.requantize_fast(x.astype(x_type), m0, shift, bias=bias, offset=offset, lo=lo, hi=hi,
+                                      dtype=np.int8)
+            assert y.dtype == np.int8 and np.array_equal(y, np.clip(raw, lo, hi)), (m0, shift, offset, lo)
+            assert n == fp.saturate_count(raw, lo, hi), (m0, shift, offset, lo)
+
+
+def test_fast_path_keeps_the_definition_outside_its_preconditions():
+    """m0 below 2^30 or negative, |x| near 2^31 with a large bias, products reaching 2^62: the fast functions
+    fall back to multiply_by_quantized_multiplier, so results never differ."""
+    x = np.array([I32MIN, -12345, -1, 0, 1, 777, I32MAX])
+    for m0, shift, bias in ((5, -3, None), (-(1 << 30), -4, None), (1 << 30, 30, None), (I32MAX, -2, np.array([9]))):
+        xb = x + (0 if bias is None else bias)
+        want = fp.multiply_by_quantized_multiplier(xb, m0, shift)
+        assert np.array_equal(fp.multiply_by_quantized_multiplier_fast(x, m0, shift, bias=bias), want)
+        y, n = fp.requantize_fast(x, m0, shift, bias=bias, lo=-128, hi=127, dtype=np.int8)
+        assert np.array_equal(y, np.clip(want, -128, 127)) and n == fp.saturate_count(want, -128, 127)
+    assert fp._fast_plan(np.array([5]), np.array([0]), None, 0, 100, True) is None  # m0 < 2^30
+    assert fp._fast_plan(np.array([1 << 30]), np.array([0]), None, 0, I32MAX, True) is None  # |x| bound too big
+
+
+def test_fast_path_uses_a_given_bound_and_the_sign_trick_only_where_valid():
+    m0, shift = np.array([1 << 30, 3 << 29]), np.array([-5, -5])
+    assert fp._fast_plan(m0[1:], shift[1:], None, 0, 1 << 20, True).neg == "sign"
+    assert fp._fast_plan(m0, shift, None, 0, 1 << 20, True).neg == "below"  # m0 = 2^30: ties at x = -1 differ
+    assert fp._fast_plan(m0[1:], shift[1:], np.array([4]), 0, 1 << 20, True).neg == "below"
+    assert fp._fast_plan(m0[1:], np.array([2]), None, 0, 1 << 20, True).neg == "none"
+    x = np.arange(-3000, 3000, dtype=np.int32).reshape(-1, 2)
+    got = fp.multiply_by_quantized_multiplier_fast(x, m0, shift, x_abs_max=3000)
+    assert np.array_equal(got, fp.multiply_by_quantized_multiplier(x, m0, shift))

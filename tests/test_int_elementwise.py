@@ -422,6 +422,25 @@ def test_int8_pair_table_equals_the_formula(op):
     assert stats["saturated"] == int(np.count_nonzero((raw < lo) | (raw > hi)))
 
 
+@pytest.mark.parametrize("b_shape", ["same", "per_channel", "scalar"])
+def test_int8_binary_on_channels_last_views_keeps_their_layout(b_shape):
+    """An NCHW view of NHWC data (what Conv returns) is evaluated in memory order, returned as the same kind of
+    view, with the values and saturation count of the contiguous evaluation; broadcasting keeps working."""
+    rng = np.random.default_rng(3)
+    attrs = P.prepare_add(QuantSpec(8, 0.031, -7), QuantSpec(8, 0.017, 12), QuantSpec(8, 0.05, 3), 3, 127)
+    a = rng.integers(-128, 128, size=(2, 5, 6, 8)).astype(np.int8).transpose(0, 3, 1, 2)  # NCHW view of NHWC
+    b = {"same": rng.integers(-128, 128, size=(2, 5, 6, 8)).astype(np.int8).transpose(0, 3, 1, 2),
+         "per_channel": rng.integers(-128, 128, size=(1, 8, 1, 1)).astype(np.int8),
+         "scalar": np.array(-100, np.int8)}[b_shape]
+    stats, stats_c = {}, {}
+    got = E.Add(a, b, **attrs, _stats=stats)
+    want = E.Add(np.ascontiguousarray(a), np.ascontiguousarray(b), **attrs, _stats=stats_c)
+    assert np.array_equal(got, want) and stats == stats_c and stats["saturated"] > 0
+    assert np.array_equal(E.Add(a, b, **attrs), want)  # without statistics: the plain int8 table
+    if b_shape == "same":
+        assert got.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
 def test_int16_rescale_table_equals_direct():
     x = ALL_INT16
     attrs = P.prepare_add(QuantSpec(16, 3e-4, 0), QuantSpec(16, 1e-4, 0), QuantSpec(16, 4e-4, 0), -32768, 32767)

@@ -12,7 +12,9 @@ from lowbit.errors import ModelError
 from lowbit.quant.prepare_linear import (activation_range, prepare_conv, prepare_dequantize, prepare_fully_connected,
                                          prepare_mean, prepare_quantize, prepare_requantize)
 from lowbit.quant.spec import QuantSpec
-from lowbit.runtime.kernels.int.linear import Conv, FullyConnected, gemm_plan
+from lowbit.runtime.kernels.int import linear
+from lowbit.runtime.kernels.int.linear import (Conv, FullyConnected, gemm_plan, int8_gemm_backend,
+                                               ort_int8_gemm_is_exact)
 from lowbit.runtime.kernels.int.pool import AvgPool, MaxPool, Mean
 from lowbit.runtime.kernels.int.quantize import Dequantize, Quantize, Requantize
 
@@ -263,6 +265,136 @@ def test_fully_connected_float64_requant_ties_round_away_from_zero():
 def test_fully_connected_rejects_bad_shapes():
     with pytest.raises(ModelError, match="K"):
         FullyConnected(np.zeros((2, 5), np.int8), np.zeros((3, 4), np.int8), multiplier=[1], shift=[0])
+
+
+# --- the ONNX Runtime int8 GEMM path against the NumPy (float BLAS) path ---------------------------------------
+def _both_backends(fn):
+    """fn() under the default backend (ONNX Runtime where provably exact) and under NumPy only."""
+    auto = fn()
+    with int8_gemm_backend("numpy"):
+        numpy_only = fn()
+    return auto, numpy_only
+
+
+def _count_ort_calls(monkeypatch):
+    calls = []
+    real = linear._ort_gemm
+    monkeypatch.setattr(linear, "_ort_gemm", lambda *a: calls.append(a[1].shape) or real(*a))
+    return calls
+
+
+WORST_CONV = {  # name: (x NHWC shape, w ONNX shape, strides, pads); K up to 4608 = 3 * 3 * 512
+    "3x3x512": ((1, 4, 5, 512), (8, 512, 3, 3), [1, 1], [1, 1, 1, 1]),
+    "1x1x2048_strided": ((1, 5, 5, 2048), (6, 2048, 1, 1), [2, 2], [0, 0, 0, 0]),
+    "7x7x3_s2": ((1, 12, 11, 3), (5, 3, 7, 7), [2, 2], [3, 3, 3, 3]),
+}
+
+
+@pytest.mark.parametrize("zp", [-128, 0, 127])
+@pytest.mark.parametrize("case", list(WORST_CONV))
+def test_conv_ort_gemm_equals_numpy_on_saturated_inputs(case, zp, rng, monkeypatch):
+    """Saturated activations (-128/127 in the rows that maximise every sum), weights at -128/127 and the
+    extreme zero points: the int32 sums of the ORT path are exact, and the outputs and saturation counts equal
+    the NumPy path's element for element (with and without a fused ReLU)."""
+    x_shape, w_shape, strides, pads = WORST_CONV[case]
+    x = rng.choice(np.array([-128, 127], np.int8), size=x_shape)
+    x[0, 0] = 127
+    x[0, 1] = -128
+    w = rng.choice(np.array([-128, 127], np.int8), size=w_shape)
+    w[0] = 127
+    w[1] = -128
+    w.flags.writeable = False
+    bias = np.array([(1 << 24) * (-1) ** i for i in range(w_shape[0])], np.int32)
+    calls = _count_ort_calls(monkeypatch)
+    for act_min, out_zp in ((-128, 3), (3, 3), (-128, -128)):
+        attrs = _conv_attrs(rng, w_shape[0], np.int8, zp=zp, out_zp=out_zp, act=(act_min, 127))
+        attrs["shift"][:] = -16  # typical sums land inside the int8 range, the maximal ones saturate
+        stats_auto, stats_numpy = {}, {}
+        auto = Conv(x, w, bias, layout="NHWC", strides=strides, pads=pads, _stats=stats_auto, **attrs)
+        with int8_gemm_backend("numpy"):
+            numpy_only = Conv(x, w, bias, layout="NHWC", strides=strides, pads=pads, _stats=stats_numpy, **attrs)
+        assert np.array_equal(auto, numpy_only) and stats_auto == stats_numpy
+    assert len(calls) == (3 if ort_int8_gemm_is_exact() else 0)
+    # the sums themselves, before any rescale, against int64 arithmetic
+    out = [(x_shape[1 + i] + pads[i] + pads[i + 2] - w_shape[2 + i]) // strides[i] + 1 for i in range(2)]
+    xp = np.pad(x.astype(np.int64) - zp, [(0, 0), (pads[0], pads[2]), (pads[1], pads[3]), (0, 0)])
+    want = np.zeros((1, out[0], out[1], w_shape[0]), np.int64) + bias
+    for i in range(w_shape[2]):
+        for j in range(w_shape[3]):
+            tap = xp[:, i:i + (out[0] - 1) * strides[0] + 1:strides[0], j:j + (out[1] - 1) * strides[1] + 1:strides[1]]
+            want += tap @ w[:, :, i, j].T.astype(np.int64)
+    for backend in ("auto", "numpy"):
+        with int8_gemm_backend(backend):
+            acc, bound, addend = linear._conv_gemm(x, w, bias, 1, -zp, strides, [1, 1], pads, out)
+        assert np.array_equal(acc.astype(np.int64) + addend, want) and np.abs(acc).max() <= bound
+
+
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if CONV_CASES[c][2] == 1])
+def test_conv_ort_gemm_equals_numpy_and_reference(case, rng):
+    x_shape, w_shape, group, strides, dil, pads = CONV_CASES[case]
+    x = rng.integers(-128, 128, size=x_shape).astype(np.int8)
+    w = rng.integers(-128, 128, size=w_shape).astype(np.int8)
+    b = rng.integers(-50000, 50000, size=w_shape[0]).astype(np.int32)
+    for zp, out_zp, act in ((37, -9, (None, None)), (-128, -128, (-128, 127)), (5, 2, (2, 100))):
+        attrs = _conv_attrs(rng, w_shape[0], np.int8, zp=zp, out_zp=out_zp, act=act)
+        def run(attrs=attrs):
+            return Conv(x.transpose(0, 3, 1, 2), w, b, layout="NCHW", strides=strides, dilations=dil, pads=pads,
+                        **attrs).transpose(0, 2, 3, 1)
+        auto, numpy_only = _both_backends(run)
+        assert np.array_equal(auto, numpy_only)
+        assert np.array_equal(auto, ref_conv_nhwc(x, w, b, strides, dil, pads, group, attrs))
+
+
+@pytest.mark.parametrize("rows", [1, 5])
+@pytest.mark.parametrize("requant", ["multiplier", "float64"])
+def test_fully_connected_ort_gemm_equals_numpy(requant, rows, rng, monkeypatch):
+    k = 2048
+    x = rng.choice(np.array([-128, 127], np.int8), size=(rows, k))
+    x[0] = 127  # a saturated row
+    w = rng.choice(np.array([-128, 127], np.int8), size=(7, k))
+    b = rng.integers(-(1 << 20), 1 << 20, size=7).astype(np.int32)
+    in_q, out_q = QuantSpec(8, 0.02, 127), QuantSpec(8, 40.0, -3)
+    w_q = QuantSpec(8, rng.uniform(0.001, 0.01, size=7), np.zeros(7, np.int64), 0, narrow=True)
+    attrs = prepare_fully_connected(in_q, w_q, out_q, None, None, requant=requant)
+    calls = _count_ort_calls(monkeypatch)
+    auto, numpy_only = _both_backends(lambda: FullyConnected(x, w, b, **attrs))
+    assert np.array_equal(auto, numpy_only) and np.array_equal(auto, ref_fc(x, w, b, attrs))
+    assert len(calls) == (1 if ort_int8_gemm_is_exact() else 0)
+
+
+def test_ort_gemm_is_used_only_where_int32_sums_cannot_overflow(monkeypatch):
+    monkeypatch.setattr(linear, "ort_int8_gemm_is_exact", lambda: True)
+    assert linear._ort_usable(np.dtype(np.int8), 65793, 128, 0)  # 65793 * 255 * 128 < 2^31
+    assert not linear._ort_usable(np.dtype(np.int8), 65794, 128, 0)
+    assert not linear._ort_usable(np.dtype(np.int16), 16, 127, 0)  # int16 activations: NumPy
+    assert not linear._ort_usable(np.dtype(np.int8), 16, 127, 129)  # a zero point outside int8
+    with int8_gemm_backend("numpy"):
+        assert not linear._ort_usable(np.dtype(np.int8), 16, 127, 0)
+    monkeypatch.setattr(linear, "ort_int8_gemm_is_exact", lambda: False)  # e.g. a pre-VNNI x86 machine
+    assert not linear._ort_usable(np.dtype(np.int8), 16, 127, 0)
+
+
+def test_ort_probe_agrees_with_a_direct_worst_case_check():
+    """The probe's verdict is the truth on this machine: where it says exact, 255 * 127 pairs sum exactly."""
+    if not ort_int8_gemm_is_exact():
+        pytest.skip("ONNX Runtime's u8 x s8 GEMM is not exact here; lowbit uses its NumPy path")
+    w = np.full((512, 3), 127, np.int8)
+    w[:, 1] = -128
+    session = linear._ort_session(w)
+    a = np.full((2, 512), 255, np.uint8)
+    assert linear._ort_gemm(session, a, 0).tolist() == [[512 * 255 * 127, -512 * 255 * 128, 512 * 255 * 127]] * 2
+
+
+def test_ort_sessions_are_cached_per_read_only_weight(rng):
+    x = rng.integers(-128, 128, size=(1, 4, 4, 8)).astype(np.int8)
+    w = rng.integers(-127, 127, size=(3, 8, 1, 1)).astype(np.int8)
+    attrs = _conv_attrs(rng, 3, np.int8, zp=1)
+    Conv(x, w, None, layout="NHWC", **attrs)
+    assert not any(k[0] == id(w) for k in linear._CACHE)  # writable: nothing cached
+    w.flags.writeable = False
+    Conv(x, w, None, layout="NHWC", **attrs)
+    keys = [k for k in linear._CACHE if k[0] == id(w)]
+    assert ((id(w), "ort") in keys) == ort_int8_gemm_is_exact()
 
 
 # --- pools and mean ---------------------------------------------------------------------------------------------

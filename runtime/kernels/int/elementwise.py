@@ -117,13 +117,47 @@ def _squared_difference_raw(a, b, *, left_shift, a_offset, a_multiplier, a_shift
 _RAW = {"Add": _add_raw, "Sub": _sub_raw, "Mul": _mul_raw, "SquaredDifference": _squared_difference_raw}
 
 
+# the grid row/column of each int8 bit pattern: index (a & 0xFF) * 256 + (b & 0xFF) -> (a + 128) * 256 + b + 128
+_BITS_TO_GRID = (((np.arange(65536) >> 8) ^ 0x80) << 8) | ((np.arange(65536) & 0xFF) ^ 0x80)
+
+
 @functools.lru_cache(maxsize=256)
 def _int8_pair_tables(op: str, items: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """The op's int8 result, and whether it was clamped, for all 65536 input pairs (index (a+128)*256 + b+128)."""
+    """The op's int8 result for all 65536 input pairs, indexed by the pair's bit patterns (a & 0xFF) * 256 +
+    (b & 0xFF); and the same as int16 whose sign bit is set where the result was clamped (its low byte is the
+    result: one lookup gives both)."""
     attrs = dict(items)
     act_min, act_max = attrs.pop("act_min"), attrs.pop("act_max")
-    raw = _RAW[op](_GRID_A, _GRID_B, **attrs).reshape(-1)
-    return np.clip(raw, act_min, act_max).astype(np.int8), (raw < act_min) | (raw > act_max)
+    raw = _RAW[op](_GRID_A, _GRID_B, **attrs).reshape(-1)[_BITS_TO_GRID]
+    table = np.clip(raw, act_min, act_max).astype(np.int8)
+    clamped = (raw < act_min) | (raw > act_max)
+    return table, (table.view(np.uint8).astype(np.uint16) | (clamped.astype(np.uint16) << 15)).view(np.int16)
+
+
+def _memory_order(a: np.ndarray) -> tuple[int, ...] | None:
+    """The axis order in which ``a`` is C-contiguous (e.g. an NCHW view of NHWC data), or None."""
+    if a.flags.c_contiguous or a.ndim < 2:
+        return None
+    order = tuple(int(i) for i in np.argsort([-abs(s) for s in a.strides], kind="stable"))
+    return order if a.transpose(order).flags.c_contiguous else None
+
+
+def _int8_pairs(a: np.ndarray, b: np.ndarray, table: np.ndarray, flagged: np.ndarray, stats) -> np.ndarray:
+    """table[(a & 0xFF) * 256 + (b & 0xFF)] with NumPy broadcasting, in a's memory order (so that an NCHW view
+    of NHWC data gives the same kind of view back); clamped pairs are counted (through ``flagged``)."""
+    order = _memory_order(a) if a.shape == b.shape else None
+    if order is not None:
+        a, b = a.transpose(order), b.transpose(order)
+    index = np.empty(np.broadcast_shapes(a.shape, b.shape), np.uint16)
+    np.left_shift(a.view(np.uint8), 8, out=index, dtype=np.uint16)
+    index |= b.view(np.uint8)
+    if stats is None:
+        y = np.take(table, index)
+    else:
+        both = np.take(flagged, index)
+        stats["saturated"] = int(np.count_nonzero(both < 0))
+        y = both.astype(np.int8)  # the low byte: integer narrowing keeps the low bits (two's complement)
+    return y if order is None else y.transpose(np.argsort(order))
 
 
 def _binary(op: str, a, b, attrs: dict, stats) -> np.ndarray:
@@ -132,11 +166,8 @@ def _binary(op: str, a, b, attrs: dict, stats) -> np.ndarray:
     _check_binary(op, a, b)
     if a.dtype == np.int8:
         key = tuple(sorted((k, v if isinstance(v, str) else int(v)) for k, v in attrs.items()))
-        table, clamped = _int8_pair_tables(op, key)
-        index = ((a.view(np.uint8) ^ 0x80).astype(np.intp) << 8) | (b.view(np.uint8) ^ 0x80)
-        if stats is not None:
-            stats["saturated"] = int(np.count_nonzero(clamped[index]))
-        return table[index]
+        table, flagged = _int8_pair_tables(op, key)
+        return _int8_pairs(a, b, table, flagged, stats)
     act_min, act_max = attrs.pop("act_min"), attrs.pop("act_max")
     return _clamp(_RAW[op](a, b, **attrs), act_min, act_max, a.dtype, stats)
 
