@@ -249,8 +249,9 @@ def zoo_list(as_json):
 
 @zoo.command("path")
 @click.argument("name")
-@click.option("--kind", type=click.Choice(["onnx", "step", "eval", "calib"]), default="onnx", show_default=True,
-              help="Which file: the model, its streaming (step) form, its evaluation set or calibration set.")
+@click.option("--kind", type=click.Choice(["onnx", "step", "eval", "calib", "plan"]), default="onnx",
+              show_default=True, help="Which file: the model, its streaming (step) form, its evaluation set, "
+                                      "calibration set, or its family's default precision plan.")
 def zoo_path(name, kind):
     """Print the path of a bundled model's file (use it in scripts: lowbit inspect $(lowbit zoo path NAME))."""
     from lowbit.tools import zoo as z

@@ -16,6 +16,10 @@ import numpy as np
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 MANIFEST = MODELS_DIR / "zoo.json"
+PLANS_DIR = Path(__file__).resolve().parent / "plans"
+# the precision plan each model family ships as its default (issue 5: found per family, see docs/hybrid_ops.md)
+FAMILY_PLANS = {"vit_digits": "vit", "autoneural_vqa": "autoneural", "lmu_seqdigits": "lmu",
+                "lmuformer_seqdigits": "lmu", "spiking_lmuformer_seqdigits": "spiking", "mamba_seqdigits": "mamba"}
 
 IMAGE_CLASSIFICATION = "image-classification"
 SEQUENCE_CLASSIFICATION = "sequence-classification"
@@ -30,8 +34,12 @@ class ZooModel:
     streaming: bool = False
 
     def files(self, models_dir: Path = MODELS_DIR) -> dict[str, Path]:
-        """Committed files by kind: ``onnx``, ``step`` (streaming models), ``eval``, ``calib``."""
+        """Committed files by kind: ``onnx``, ``step`` (streaming models), ``eval``, ``calib``, and ``plan``
+        (the model family's default precision plan, tools/zoo/plans/, where one exists)."""
         out = {"onnx": models_dir / f"{self.name}.onnx"}
+        plan = PLANS_DIR / f"{FAMILY_PLANS[self.name]}.toml" if self.name in FAMILY_PLANS else None
+        if plan is not None and plan.exists():
+            out["plan"] = plan
         if self.streaming:
             out["step"] = models_dir / f"{self.name}_step.onnx"
         out["eval"] = models_dir / f"{self.name}_eval.npz"
