@@ -564,4 +564,4 @@ def export_tflite(graph: Graph, *, integer_io: bool = False, int4: str = "int4",
                         description=description, notes=notes)
 
 
-from lowbit.targets import tflite_writer_ops  # noqa: E402,F401  (registers the exporters)
+from lowbit.targets import tflite_writer_movement, tflite_writer_ops  # noqa: E402,F401  (registers the exporters)
