@@ -141,3 +141,17 @@ def test_compile_for_tflite_target_and_export_qdq(data, tmp_path):
     onnx.checker.check_model(onnx.load(str(tmp_path / "m.qdq.onnx")))
     r = _invoke("compile", MODEL, "--calib", data / "calib.npz", "--target", "nope", "-o", tmp_path / "x.onnx")
     _user_error(r, "unknown target")
+
+
+def test_inspect_artifact_and_tflite(data, tmp_path):
+    import os
+    art = tmp_path / "m.onnx"
+    assert _invoke("compile", MODEL, "--calib", data / "calib.npz", "-o", art).exit_code == 0
+    r = _invoke("inspect", art, "--json")
+    assert r.exit_code == 0, r.stderr
+    rep = json.loads(r.output)
+    assert rep["unsupported"] == {} and rep["totals"]["macs"] == 1383680
+    assert rep["op_histogram"]["lowbit.int.Conv"] == 19
+    tfl = os.path.join(os.path.dirname(__file__), "data", "tflite", "small_cnn_int8.tflite")
+    r = _invoke("inspect", tfl)
+    assert r.exit_code == 0 and "lowbit can run every op" in r.output

@@ -23,8 +23,12 @@ def load(path: str, shapes: dict[str, tuple] | None = None, optimize: bool = Tru
     if ext == ".onnx":
         from lowbit.graph.onnx_import import load_onnx
         graph = load_onnx(path, shapes)
+    elif ext == ".tflite":  # an already-quantized model: its integer graph, as imported (no float passes)
+        from lowbit.graph.tflite import load_tflite
+        return load_tflite(path)
     else:
-        raise ModelError(f"{path}: unknown model format '{ext or '(no extension)'}'; lowbit reads .onnx files")
+        raise ModelError(f"{path}: unknown model format '{ext or '(no extension)'}'; lowbit reads .onnx and "
+                         f".tflite files")
     if bind_unknown:
         bind_remaining_dims(graph)
     if optimize:

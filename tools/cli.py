@@ -67,9 +67,13 @@ _shape_option = click.option("--shape", "shapes", multiple=True, metavar="NAME=D
 @click.option("--no-passes", is_flag=True, help="Show the graph as imported, before lowbit's passes.")
 def inspect(model, shapes, as_json, no_passes):
     """Per-node ops, shapes, parameters and MACs, totals, and the ops lowbit cannot run yet."""
-    from lowbit.tools.api import load
+    from lowbit.tools.api import is_artifact, load
     from lowbit.tools.report import inspect_data, inspect_text
-    graph = load(model, _parse_shapes(shapes), optimize=not no_passes, bind_unknown=True)
+    if model.lower().endswith(".onnx") and is_artifact(model):
+        from lowbit.runtime.artifact import Artifact
+        graph = Artifact.load(model).graph  # the integer program, with its specs, hash-checked
+    else:
+        graph = load(model, _parse_shapes(shapes), optimize=not no_passes, bind_unknown=True)
     data = inspect_data(graph, model)
     data["notes"] = graph.notes
     click.echo(json.dumps(data, indent=1) if as_json else inspect_text(data))

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from lowbit.graph.ir import Graph, Value
 from lowbit.graph.stats import graph_totals, node_macs, node_params
-from lowbit.runtime.registry import FLOAT_KERNELS
+import lowbit.runtime.kernels.float  # noqa: F401  (registers the kernels)
+import lowbit.runtime.kernels.int  # noqa: F401
+from lowbit.runtime.registry import FLOAT_KERNELS, INT_KERNELS
 
 
 def _si(n: int) -> str:
@@ -29,7 +31,7 @@ def inspect_data(graph: Graph, source: str = "") -> dict:
                       "params": node_params(n, seen), "macs": node_macs(n)})
     unsupported: dict[str, list[str]] = {}
     for n in graph.nodes:
-        if not FLOAT_KERNELS.supports(n.op_type, n.domain):
+        if not (FLOAT_KERNELS.supports(n.op_type, n.domain) or INT_KERNELS.supports(n.op_type, n.domain)):
             unsupported.setdefault(f"{n.domain}.{n.op_type}" if n.domain else n.op_type, []).append(n.name)
     return {"model": source, "graph": graph.name, "opsets": graph.opsets,
             "inputs": [_value_json(v) for v in graph.inputs], "outputs": [_value_json(v) for v in graph.outputs],
