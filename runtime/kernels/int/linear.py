@@ -243,7 +243,7 @@ def requantize(acc, acc_abs_max, bias, multiplier, shift, output_offset, act_min
         if lo < int(output_offset) and bias_abs:
             acc, acc_abs_max, bias = _plus_bias(acc, acc_abs_max, bias, bias_abs), acc_abs_max + bias_abs, None
         y, saturated = fp.requantize_fast(acc, multiplier, shift, bias=bias, offset=int(output_offset), lo=lo,
-                                          hi=hi, dtype=dtype, x_abs_max=acc_abs_max)
+                                          hi=hi, dtype=dtype, x_abs_max=acc_abs_max, count=stats is not None)
         if stats is not None:
             stats["saturated"] = stats.get("saturated", 0) + saturated
         return y
