@@ -155,3 +155,11 @@ def test_inspect_artifact_and_tflite(data, tmp_path):
     tfl = os.path.join(os.path.dirname(__file__), "data", "tflite", "small_cnn_int8.tflite")
     r = _invoke("inspect", tfl)
     assert r.exit_code == 0 and "lowbit can run every op" in r.output
+
+
+def test_compile_for_a_target_that_refuses_writes_nothing(tmp_path):
+    vit = str(zoo.path("vit_digits"))
+    calib = str(zoo.path("vit_digits", "calib"))
+    out = tmp_path / "v.onnx"
+    _user_error(_invoke("compile", vit, "--calib", calib, "--target", "tflite", "-o", out), "LayerNorm")
+    assert not out.exists() and not (tmp_path / "v.tflite").exists()

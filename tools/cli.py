@@ -154,18 +154,23 @@ def compile(model, calib_path, precision, plan_path, observer, target_name, outp
             click.echo(f"note: {len(lowered.float_islands)} node(s) stay float (no integer lowering yet): "
                        + ", ".join(lowered.float_islands[:10]) + (" ..." if len(lowered.float_islands) > 10 else ""),
                        err=True)
-    artifact.save(output_path)
     ints = sum(1 for n in artifact.graph.nodes if n.domain == "lowbit.int")
-    click.echo(f"wrote {output_path}: {len(artifact.graph.nodes)} nodes ({ints} integer), "
-               f"precision {artifact.plan.get('precision')}")
-    if target_name != "cpu":
-        import os
-        placement = target.place(artifact.graph)
-        click.echo(placement.summary())
+    report = None
+    if target_name != "cpu":  # the target's file first: if the target refuses, nothing is written at all
+        click.echo(target.place(artifact.graph).summary())
         deploy = os.path.splitext(output_path)[0] + target.file_suffix
         if os.path.abspath(deploy) == os.path.abspath(output_path):
             deploy = os.path.splitext(output_path)[0] + "." + target_name + target.file_suffix
         report = target.export(artifact, deploy)
+    try:
+        artifact.save(output_path)
+    except BaseException:
+        if target_name != "cpu" and os.path.exists(deploy):
+            os.unlink(deploy)
+        raise
+    click.echo(f"wrote {output_path}: {len(artifact.graph.nodes)} nodes ({ints} integer), "
+               f"precision {artifact.plan.get('precision')}")
+    if target_name != "cpu":
         click.echo(f"wrote {deploy} for target {target_name}")
         if hasattr(report, "text"):
             click.echo(report.text())
