@@ -163,3 +163,16 @@ def test_compile_for_a_target_that_refuses_writes_nothing(tmp_path):
     out = tmp_path / "v.onnx"
     _user_error(_invoke("compile", vit, "--calib", calib, "--target", "tflite", "-o", out), "LayerNorm")
     assert not out.exists() and not (tmp_path / "v.tflite").exists()
+
+
+def test_compare_scores_the_vqa_model_by_greedy_decoding(tmp_path):
+    name = "autoneural_vqa"
+    ev = zoo.load_eval(name)
+    np.savez(tmp_path / "ev.npz", **{k: v[:12] for k, v in ev.items()})
+    np.savez(tmp_path / "ca.npz", **{k: v[:8] for k, v in zoo.load_calib(name).items()})
+    js = tmp_path / "r.json"
+    r = _invoke("compare", zoo.path(name), "--calib", tmp_path / "ca.npz", "--eval", tmp_path / "ev.npz",
+                "--precision", "w8a16", "--json", js)
+    assert r.exit_code == 0, r.stderr
+    rep = json.loads(js.read_text())
+    assert rep["float_accuracy"] == 1.0 and rep["end_to_end"]["w8a16"]["accuracy"] >= 0.9

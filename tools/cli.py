@@ -176,6 +176,18 @@ def compile(model, calib_path, precision, plan_path, observer, target_name, outp
             click.echo(report.text())
 
 
+def _zoo_accuracy_fn(model: str, evalset):
+    """For a bundled zoo model whose task is not argmax-vs-label (the VQA model: greedy decoding of answer
+    tokens), the zoo's own evaluation; None otherwise (compare then scores argmax against ``labels``)."""
+    from lowbit.tools import zoo
+    for name in zoo.names():
+        path = zoo.path(name)
+        if path.exists() and os.path.exists(model) and os.path.samefile(model, path):
+            if zoo.get(name).task == "visual-question-answering":
+                return lambda run: zoo.evaluate(name, run, evalset)
+    return None
+
+
 _FORMATS = {"tflite": "tflite", "onnx-qdq": "onnxruntime"}
 
 
@@ -221,7 +233,8 @@ def compare(model, calib_path, eval_path, precisions, plan_path, json_path, plot
     calib, evalset = load_npz(calib_path), load_npz(eval_path)
     graph = load(model, optimize=False)
     report = run_compare(graph, calib, evalset, precs, plan_path, stderr_progress(),
-                         calib_source=calib_path, eval_source=eval_path)
+                         calib_source=calib_path, eval_source=eval_path,
+                         accuracy_fn=_zoo_accuracy_fn(model, evalset))
     if json_path:
         atomic_write_bytes(json_path, json.dumps(report, indent=1).encode())
     if plot_path:
