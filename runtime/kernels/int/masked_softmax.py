@@ -24,9 +24,9 @@ from __future__ import annotations
 import numpy as np
 
 from lowbit.errors import ModelError
-from lowbit.runtime.kernels.int.activation import lut_lookup_int16
 from lowbit.runtime.kernels.int.elementwise import count_leading_zeros32, wrap32
-from lowbit.runtime.kernels.int.softmax import _int8_exp_tables, _int16_exp_table, one_over_one_plus_x_for_x_in_0_1
+from lowbit.runtime.kernels.int.softmax import (_int8_exp_tables, _int16_exp_table, normalize_int16,
+                                                one_over_one_plus_x_for_x_in_0_1)
 from lowbit.runtime.registry import int_kernel
 
 
@@ -80,10 +80,4 @@ def _masked_int16(x, mask, input_multiplier, input_left_shift, exp_table, recip_
     exps = np.where(mask, 0, exp_t[neg_diff])
     sum_of_exps = wrap32(exps.sum(axis=-1, keepdims=True))
     sum_of_exps = np.where(sum_of_exps == 0, 32767, sum_of_exps)  # fully masked row: its outputs are 0
-    headroom_plus_one = count_leading_zeros32(sum_of_exps)
-    shifted_sum = ((sum_of_exps << (headroom_plus_one - 1)) + (1 << 13)) >> 14
-    sym_sum = np.clip(shifted_sum - ((1 << 15) + (1 << 16)), -32768, 32767)
-    reciprocal = lut_lookup_int16(sym_sum, recip_table).astype(np.int64)
-    right_shift = 31 - headroom_plus_one
-    out = (exps * reciprocal + (np.int64(1) << (right_shift - 1))) >> right_shift
-    return np.clip(out, 0, 32767).astype(np.int16)
+    return normalize_int16(exps, sum_of_exps, recip_table)

@@ -161,7 +161,11 @@ def _softmax_int16(x, input_multiplier, input_left_shift, exp_table, recip_table
                              np.ascontiguousarray(exp_table, np.int16).tobytes(), rounding, cutoff)
     neg_diff = x.max(axis=-1, keepdims=True).astype(np.int32) - x
     exps = exp_t[neg_diff]
-    sum_of_exps = wrap32(exps.sum(axis=-1, keepdims=True))
+    return normalize_int16(exps, wrap32(exps.sum(axis=-1, keepdims=True)), recip_table)
+
+
+def normalize_int16(exps, sum_of_exps, recip_table) -> np.ndarray:
+    """exps / sum_of_exps in Q0.15 through TFLite's 1/(1+x) table (the tail of SoftmaxInt16)."""
     headroom_plus_one = count_leading_zeros32(sum_of_exps)
     shifted_sum = ((sum_of_exps << (headroom_plus_one - 1)) + (1 << 13)) >> 14
     sym_sum = np.clip(shifted_sum - ((1 << 15) + (1 << 16)), -32768, 32767)
