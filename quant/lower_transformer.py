@@ -23,9 +23,10 @@ import numpy as np
 from lowbit.graph.ir import Node, Value
 from lowbit.quant import prepare_elementwise as pe
 from lowbit.quant.lower import LowerContext, lowering, requantize
+from lowbit.quant.lower_ops import _quantized_weights
 from lowbit.quant.prepare_norm import prepare_norm
 from lowbit.quant.prepare_short_conv import prepare_short_conv, state_spec
-from lowbit.quant.spec import QuantSpec, activation_spec, weight_spec
+from lowbit.quant.spec import QuantSpec, activation_spec
 
 MASK_MARGIN = 30.0  # a fill this far below every score contributes exp(-30) < 1e-13: "minus infinity"
 SOFTMAX_OUTPUT = {8: (1 / 256, -128), 16: (1 / 32768, 0)}  # TFLite's fixed softmax output specs
@@ -90,16 +91,6 @@ def lower_rms_norm(ctx: LowerContext, node: Node) -> bool:
 
 
 # -- ShortConv -----------------------------------------------------------------------------------------------
-def _weights(ctx: LowerContext, node: Node, w: np.ndarray, axis: int, name: str):
-    """Symmetric weights at the node's weight bits, per channel along ``axis`` when the plan says so."""
-    p = ctx.precisions[node.name]
-    spec = ctx.options.get("weight_specs", {}).get(node.name) or \
-        weight_spec(w, p.weight_bits, axis if p.per_channel else None, mse_clip=p.weight_clip == "mse")
-    q = ctx.g.add_const(f"{name}_q{p.weight_bits}", spec.quantize(w))
-    q.quant = spec
-    return q, spec
-
-
 def _state_spec(ctx: LowerContext, node: Node, bcx: QuantSpec) -> QuantSpec:
     """The int16 conv-state spec: fixed by the caller for the state tensors (a step graph must use its whole-
     sequence graph's), else covering every product the bcx codes allow."""
@@ -119,7 +110,7 @@ def lower_short_conv(ctx: LowerContext, node: Node) -> bool:
     qbcx = _int_at_node_bits(ctx, node, bcx)
     st_spec = _state_spec(ctx, node, qbcx.quant)
     out_spec = ctx.spec_of(node.outputs[0])
-    qw, w_spec = _weights(ctx, node, w, 0, node.inputs[1].name)
+    qw, w_spec = _quantized_weights(ctx, node, w, 0, node.inputs[1].name)
     rowsum = int(np.max(np.sum(np.abs(qw.const.astype(np.int64)), axis=1)))
     try:
         attrs = prepare_short_conv(qbcx.quant, w_spec, st_spec, out_spec, rowsum)
