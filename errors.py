@@ -24,3 +24,7 @@ class InputError(LowbitError):
 
 class GraphError(LowbitError):
     """The graph violates an invariant: a cycle, an undefined or twice-defined value, a shape mismatch."""
+
+
+class ConfigError(LowbitError):
+    """An accelerator description (TOML) or preset name is wrong: a missing or unknown field, a bad value."""

@@ -93,6 +93,9 @@ MACS: dict[str, Callable[[Node], int]] = {
     "lowbit.int.Conv": _conv,
     "lowbit.int.FullyConnected": _int_fully_connected,
     "lowbit.int.BatchMatMul": _int_batch_matmul,
+    # spike-input layers: the dense MAC count (their accumulates are measured at run time, int_executor stats)
+    "lowbit.int.SpikeConv": _conv,
+    "lowbit.int.SpikeFullyConnected": _int_fully_connected,
 }
 
 

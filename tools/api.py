@@ -93,3 +93,21 @@ def compare(model: str, calib, evalset, precisions=("w8a8", "w4a8", "w8a16", "w4
     evalset = load_npz(evalset) if isinstance(evalset, str) else evalset
     return run_compare(load(model, optimize=False), calib, evalset, list(precisions), plan,
                        calib_source=calib_source, eval_source=eval_source)
+
+
+def simulate(model, npu="ethos-u55-128", samples=None):
+    """Simulate a compiled model on an NPU preset or description file (or an ``Accelerator``); returns a
+    SimReport (``.table()``, ``.totals``, ``.to_dict()``). ``model``: an Artifact or a path to an artifact /
+    int8 .tflite. ``samples``: input dicts on which spiking layers' activity is measured."""
+    from lowbit.errors import LowbitError
+    from lowbit.runtime.artifact import Artifact
+    from lowbit.targets.npusim import load_accelerator, simulate as run_simulation
+    program = load_program(model) if isinstance(model, str) else model
+    if not isinstance(program, Artifact):
+        raise LowbitError(f"{model}: simulate needs a compiled model (lowbit.compile or an int8 .tflite), "
+                          f"not a float graph")
+    accel = load_accelerator(npu) if isinstance(npu, str) else npu
+    report = run_simulation(program, accel, samples=samples)
+    if isinstance(model, str):
+        report.model = os.path.basename(model)
+    return report

@@ -243,6 +243,93 @@ def compare(model, calib_path, eval_path, precisions, plan_path, json_path, plot
     click.echo(report_text(report))
 
 
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False), required=False)
+@click.option("--npu", "npus", metavar="PRESET|CONFIG.toml[,...]",
+              help="Accelerator preset(s) or description file(s); several (comma-separated) make a sweep.")
+@click.option("--precision", "precisions", default=None,
+              help="For a float .onnx MODEL: precision(s) to compile, comma-separated (default w8a8). "
+                   + _precision_help)
+@click.option("--calib", "calib_path", type=click.Path(dir_okay=False),
+              help="Calibration .npz, needed to compile a float .onnx MODEL.")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False), help="Per-layer plan file (TOML).")
+@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False),
+              help="Samples .npz ([N, *input_shape]) on which spiking layers' firing rates are measured "
+                   "(default for a float MODEL: its --calib samples).")
+@click.option("--samples", default=8, show_default=True, help="How many samples measure spiking activity.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report (or sweep) as JSON.")
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
+              help="Write a timeline for Perfetto / chrome://tracing (Chrome trace-event JSON).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a roofline plot (PNG).")
+@click.option("--list-presets", is_flag=True, help="List the bundled accelerator presets and exit.")
+def simulate(model, npus, precisions, calib_path, plan_path, inputs_path, samples, json_path, trace_path,
+             plot_path, list_presets):
+    """Estimate how MODEL runs on a simulated NPU: per-layer cycles, bound, SRAM/DRAM traffic, energy, CPU
+    fallback; totals; arena peak. MODEL is a compiled artifact, an int8 / 16x8 .tflite, or a float .onnx
+    (compiled here with --calib). Several presets or precisions give one sweep table."""
+    from lowbit.targets.npusim import load_accelerator, presets, simulate as run_simulation, sweep
+    from lowbit.targets.npusim.report import roofline_png, sweep_table, trace_json
+    from lowbit.targets.npusim.sweep import activity_samples
+    from lowbit.tools.api import load_program
+    from lowbit.tools.files import atomic_write_bytes, load_npz
+    from lowbit.runtime.artifact import Artifact
+    if list_presets:
+        for name in presets():
+            a = load_accelerator(name)
+            click.echo(f"{name:<22}{a.description}")
+        return
+    if not model or not npus:
+        raise click.UsageError("MODEL and --npu are required (or --list-presets)")
+    names = [n.strip() for n in npus.split(",") if n.strip()]
+    precs = [p.strip() for p in (precisions or "w8a8").split(",") if p.strip()]
+    accels = [load_accelerator(n) for n in names]   # a bad description fails before any work
+    program = load_program(model)
+    if not isinstance(program, Artifact):
+        if not calib_path:
+            raise click.UsageError(f"{model} is a float model: pass --calib to compile it (and --precision), "
+                                   f"or simulate a compiled artifact")
+        calib = load_npz(calib_path)
+        if len(names) > 1 or len(precs) > 1:
+            if trace_path or plot_path:
+                raise click.UsageError("--trace and --plot describe one run: give one --npu and one --precision")
+            from lowbit.quant.calibrate import stderr_progress
+            rows = sweep(model, names, precs, calib, plan_path, samples, calib_path, stderr_progress("simulating"))
+            if json_path:
+                atomic_write_bytes(json_path, json.dumps([{**r, "totals": rep.totals} for _, _, rep, r in rows],
+                                                         indent=1).encode())
+            click.echo(sweep_table([r for *_, r in rows]))
+            return
+        import lowbit
+        program = lowbit.compile(model, calib, precision=precs[0], plan=plan_path)
+        acts = activity_samples(calib, program.graph, samples)
+    else:
+        if precisions or calib_path:
+            raise click.UsageError(f"{model} is already compiled ({program.plan.get('precision')}): "
+                                   f"--precision and --calib apply to float models")
+        acts = None
+    if inputs_path:
+        acts = activity_samples(load_npz(inputs_path), program.graph, samples)
+    if len(accels) > 1 and (trace_path or plot_path):
+        raise click.UsageError("--trace and --plot describe one run: give one --npu")
+    reports = [run_simulation(program, a, samples=acts) for a in accels]
+    if len(reports) > 1:
+        from lowbit.targets.npusim.report import sweep_row
+        rows = [sweep_row(a.name, str(program.plan.get("precision")), r) for a, r in zip(accels, reports)]
+        if json_path:
+            atomic_write_bytes(json_path, json.dumps([r.to_dict() for r in reports], indent=1).encode())
+        click.echo(sweep_table(rows))
+        return
+    report = reports[0]
+    report.model = os.path.basename(model)
+    if json_path:
+        atomic_write_bytes(json_path, json.dumps(report.to_dict(), indent=1).encode())
+    if trace_path:
+        atomic_write_bytes(trace_path, trace_json(report))
+    if plot_path:
+        atomic_write_bytes(plot_path, roofline_png(report))
+    click.echo(report.table())
+
+
 @main.group()
 def zoo():
     """The bundled example models (trained, with evaluation data)."""
