@@ -5,6 +5,8 @@ An array model is registered under the ``[array] kind`` of an accelerator descri
     compute(layer, accel) -> Compute | None     cycles of the MAC array / vector unit for one layer
     traffic(layer, accel, residency) -> Traffic | None
                                                 bytes each memory moves for the layer and its access cycles
+    prepare(layers, accel) -> layers            optional: fusions the hardware does (an activation folded
+                                                into the op before it becomes a "view" with extra["fused_into"])
 
 Either may return None for a layer it does not price; the generic model (targets/npusim/generic.py) then
 prices it. ``residency`` maps each activation tensor name to the memory holding it ("sram" or "dram", from the
@@ -47,16 +49,17 @@ class ArrayModel:
     traffic: TrafficFn | None = None
     doc: str = ""
     validate: Callable | None = None   # validate(accel): raise ConfigError for a missing/bad array parameter
+    prepare: Callable | None = None    # prepare(layers, accel) -> layers: the array's own fusions
 
 
 ARRAY_MODELS: dict[str, ArrayModel] = {}
 
 
 def register_array(kind: str, compute: ComputeFn, traffic: TrafficFn | None = None,
-                   validate: Callable | None = None) -> ArrayModel:
+                   validate: Callable | None = None, prepare: Callable | None = None) -> ArrayModel:
     if kind in ARRAY_MODELS:
         raise RuntimeError(f"array model {kind!r} registered twice")
-    model = ArrayModel(kind, compute, traffic, (compute.__doc__ or "").strip(), validate)
+    model = ArrayModel(kind, compute, traffic, (compute.__doc__ or "").strip(), validate, prepare)
     ARRAY_MODELS[kind] = model
     return model
 

@@ -46,8 +46,7 @@ the SRAM as a cache for feature maps and weight buffers. Feature maps are where 
 
 Not modelled: Vela's cascading (stripes of consecutive ops through small buffers), depth-sliced weight double
 buffering and the slack bookkeeping between ops (the simulator hides weight DMA under the previous layer
-itself), activation fusion (a standalone ReLU / LUT after a conv costs its own pooling pass here), the exact
-mlw weight compression (a ratio) and the U55-32's extra stall rules.
+itself), the exact mlw weight compression (a ratio) and the U55-32's extra stall rules.
 """
 from __future__ import annotations
 
@@ -396,9 +395,43 @@ NPU_OPS: dict[str, Callable[[Layer], list[NpuOp] | None]] = {
 
 def npu_ops(layer: Layer) -> list[NpuOp] | None:
     """The Ethos-U operations of ``layer``; None for what the NPU does not run here (norms, recurrent and
-    neuron layers, data movement, conversions, spike-input layers)."""
+    neuron layers, data movement, conversions, spike-input layers). An activation fused into the layer
+    (``extra["activation"]``, see fuse_activations) runs in its output unit."""
     fn = NPU_OPS.get(layer.kind)
-    return None if fn is None or layer.spike_input else fn(layer)
+    ops = None if fn is None or layer.spike_input else fn(layer)
+    fused = layer.extra.get("activation")
+    if ops and fused:
+        ops = [replace(op, activation=fused) if op.activation == "none" else op for op in ops]
+    return ops
+
+
+FUSABLE_INTO = ("conv", "depthwise", "fc", "pool", "elementwise")
+FUSED_ACTIVATIONS = {"Relu": "relu", "Relu6": "relu", "Lut": "lut", "Logistic": "lut", "Tanh": "lut"}
+
+
+def fuse_activations(layers: list[Layer], accel=None) -> list[Layer]:
+    """Vela folds a ReLU or a table activation (sigmoid, tanh, lowbit's LUTs such as GELU) into the output
+    unit of the convolution, fully-connected, pooling or elementwise op that feeds it when that op's output
+    has no other reader: the pair is one NPU operation whose output cycles per element are the larger of the
+    op's and the activation's. The activation Layer becomes a "view" (no work, its output aliases the op's)
+    with ``extra["fused_into"]``; the op gets ``extra["activation"]`` and the activation's output precision."""
+    readers: dict[str, int] = {}
+    for l in layers:
+        for name in l.inputs:
+            readers[name] = readers.get(name, 0) + 1
+    producer = {out: i for i, l in enumerate(layers) for out in l.outputs}
+    out = list(layers)
+    for i, act in enumerate(layers):
+        kind = FUSED_ACTIVATIONS.get(act.op)
+        if kind is None or act.kind != "activation" or len(act.inputs) != 1:
+            continue
+        j = producer.get(act.inputs[0])
+        if j is None or readers.get(act.inputs[0]) != 1 or out[j].kind not in FUSABLE_INTO \
+                or out[j].extra.get("activation") or out[j].spike_input or len(out[j].outputs) != 1:
+            continue
+        out[j] = replace(out[j], out_bits=act.out_bits, extra={**out[j].extra, "activation": kind})
+        out[i] = replace(act, kind="view", extra={**act.extra, "fused_into": out[j].name})
+    return out
 
 
 # -- OFM block search -----------------------------------------------------------------------------------------
@@ -799,4 +832,4 @@ def traffic(layer: Layer, accel, residency: Mapping[str, str]) -> Traffic | None
     return Traffic({m: int(b) for m, b in moved.items()}, {m: b / bw[m] for m, b in moved.items()}, ahead, detail)
 
 
-register_array("ethos-u", compute, traffic, validate=validate_ethosu)
+register_array("ethos-u", compute, traffic, validate=validate_ethosu, prepare=fuse_activations)

@@ -159,6 +159,9 @@ def _energy(layer: Layer, accel: Accelerator, unit: str, traffic: Traffic | None
 def simulate_layers(layers: Sequence[Layer], accel: Accelerator, graph_inputs: Iterable[str] = (),
                     graph_outputs: Iterable[str] = (), model: str = "", activity_measured: bool = False
                     ) -> SimReport:
+    prepare = ARRAY_MODELS[accel.array.kind].prepare
+    if prepare is not None:
+        layers = prepare(list(layers), accel)
     buffers = lifetimes(layers, graph_inputs, graph_outputs)
     capacity = accel.memory.sram_bytes if accel.memory.arena == "sram" else None
     plan = plan_arena(buffers, capacity, steps=max(len(layers) - 1, 0))
@@ -178,8 +181,9 @@ def simulate_layers(layers: Sequence[Layer], accel: Accelerator, graph_inputs: I
             unit = producer_unit.get(layer.inputs[0], "npu") if layer.inputs else "npu"
             for out in layer.outputs:
                 producer_unit[out] = unit
+            fused = layer.extra.get("fused_into")
             results.append(LayerResult(layer.name, layer.op, layer.kind, layer.precision, "-", 0, 0, 0.0, 0.0, {},
-                                       "-", 0, 0, 0.0, clock))
+                                       "-", 0, 0, 0.0, clock, reason=f"fused into {fused}" if fused else ""))
             continue
         reason = _fallback_reason(layer, accel)
         compute = npu_compute(layer, accel) if not reason else None
