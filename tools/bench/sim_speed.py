@@ -25,8 +25,8 @@ def residual_chain(blocks: int, channels: int = 16, size: int = 16, seed: int = 
     nodes, inits = [], []
     x = "x"
     for b in range(blocks):
-        w1 = rng.normal(0, 0.2, (channels, channels, 3, 3)).astype(np.float32)
-        w2 = rng.normal(0, 0.2, (channels, channels, 1, 1)).astype(np.float32)
+        w1 = rng.normal(0, 0.02, (channels, channels, 3, 3)).astype(np.float32)
+        w2 = rng.normal(0, 0.02, (channels, channels, 1, 1)).astype(np.float32)
         inits += [numpy_helper.from_array(w1, f"w{b}a"), numpy_helper.from_array(w2, f"w{b}b")]
         nodes += [helper.make_node("Conv", [x, f"w{b}a"], [f"c{b}"], pads=[1, 1, 1, 1], name=f"conv{b}a"),
                   helper.make_node("Relu", [f"c{b}"], [f"r{b}"], name=f"relu{b}"),
