@@ -317,3 +317,21 @@ def test_cli_float_model_needs_calib():
     from lowbit.tools import zoo
     r = CliRunner().invoke(main, ["simulate", str(zoo.path("mobilenet_digits")), "--npu", "hexagon-htp"])
     assert r.exit_code == 2 and "pass --calib" in r.output
+
+
+def test_cli_inputs_missing_a_graph_input_is_one_line(tmp_path, mobilenet):
+    art = tmp_path / "m.lowbit.onnx"
+    mobilenet.save(str(art))
+    np.savez(tmp_path / "s.npz", wrong=np.zeros((2, 1, 16, 16), np.float32))
+    r = CliRunner().invoke(main, ["simulate", str(art), "--npu", "neuromorphic", "--inputs", str(tmp_path / "s.npz")])
+    assert r.exit_code == 2
+    assert r.output.strip() == (f"lowbit: error: {tmp_path / 's.npz'} has no array for graph input 'image' "
+                                f"(it holds wrong)")
+
+
+def test_python_api_simulate(mobilenet):
+    import lowbit
+    r = lowbit.simulate(mobilenet, npu="systolic-32x32-ws")
+    assert r.accelerator.name == "systolic-32x32-ws" and "latency" in r.table()
+    with pytest.raises(ConfigError):
+        lowbit.simulate(mobilenet, npu="nope")

@@ -301,14 +301,14 @@ def simulate(model, npus, precisions, calib_path, plan_path, inputs_path, sample
             return
         import lowbit
         program = lowbit.compile(model, calib, precision=precs[0], plan=plan_path)
-        acts = activity_samples(calib, program.graph, samples)
+        acts = activity_samples(calib, program.graph, samples, calib_path)
     else:
         if precisions or calib_path:
             raise click.UsageError(f"{model} is already compiled ({program.plan.get('precision')}): "
                                    f"--precision and --calib apply to float models")
         acts = None
     if inputs_path:
-        acts = activity_samples(load_npz(inputs_path), program.graph, samples)
+        acts = activity_samples(load_npz(inputs_path), program.graph, samples, inputs_path)
     if len(accels) > 1 and (trace_path or plot_path):
         raise click.UsageError("--trace and --plot describe one run: give one --npu")
     reports = [run_simulation(program, a, samples=acts) for a in accels]

@@ -24,7 +24,7 @@ def table(report: SimReport, width: int = 36) -> str:
     lines = [f"{report.model or 'model'} on {a.name} ({a.description or a.array.kind}, {a.clock_mhz:g} MHz, "
              f"SRAM {a.memory.sram_bytes // 1024} KiB)",
              f"{'#':>3}  {'layer':<{width}} {'op':<16}{'prec':<7}{'unit':<5}{'MACs/ACs':>10}{'cycles':>11}"
-             f"{'bound':>9}{'SRAM B':>10}{'DRAM B':>10}{'energy nJ':>11}{'util':>6}"]
+             f"{'bound':>9}{'SRAM B':>10}{(a.memory.dram.label + ' B')[:9]:>10}{'energy nJ':>11}{'util':>6}"]
     for i, l in enumerate(report.layers):
         if l.unit == "-":
             continue

@@ -11,10 +11,16 @@ from lowbit.targets.npusim.report import sweep_row
 from lowbit.targets.npusim.simulate import SimReport, simulate
 
 
-def activity_samples(calib: Mapping[str, np.ndarray], graph, count: int) -> list[dict]:
-    """The first ``count`` calibration samples as single-sample input dicts (for measuring spiking activity)."""
+def activity_samples(calib: Mapping[str, np.ndarray], graph, count: int, source: str = "the samples") -> list[dict]:
+    """The first ``count`` samples ([N, ...] per input) as single-sample input dicts (for measuring spiking
+    activity)."""
+    from lowbit.errors import InputError
     names = [v.name for v in graph.inputs]
-    n = min(len(calib[names[0]]), count) if names and names[0] in calib else 0
+    missing = [n for n in names if n not in calib]
+    if missing:
+        raise InputError(f"{source} has no array for graph input '{missing[0]}' (it holds "
+                         f"{', '.join(sorted(calib)) or 'nothing'})")
+    n = min(min(len(calib[k]) for k in names), count) if names else 0
     return [{k: calib[k][i:i + 1] for k in names} for i in range(n)]
 
 
