@@ -82,6 +82,10 @@ CONSTRAINTS: tuple[Constraint, ...] = (
     Constraint("weights_8_or_4_bit", "TFLite has no kernel for 16-bit weights (16x16 convolution or "
                "fully-connected)",
                lambda n: n.inputs[1].quant is None or n.inputs[1].quant.bits in (4, 8), ("Conv", "FullyConnected")),
+    Constraint("output_width_is_input_width", "TFLite's CONV_2D and FULLY_CONNECTED write the input's width; "
+               "this node widens int8 to int16 (lowbit's LIF input current)",
+               lambda n: n.attrs.get("to") is None or n.outputs[0].dtype is None
+               or n.inputs[0].dtype is None or n.outputs[0].dtype == n.inputs[0].dtype, ("Conv", "FullyConnected")),
 )
 
 

@@ -254,6 +254,44 @@ def test_fully_connected_matches_reference_loop(shape, dtype, requant, rng):
     assert got.shape == shape[:-1] + (6,) and np.array_equal(got, ref_fc(x, w, b, attrs))
 
 
+@pytest.mark.parametrize("requant", ["multiplier", "float64"])
+def test_fully_connected_int8_input_int16_output_matches_reference_loop(requant, rng):
+    """``to="int16"`` (a LIF's input current): the int32 accumulator rescaled to an int16 spec; the loop is the
+    same with the int16 clamp."""
+    x = rng.integers(-128, 127, size=(4, 50), endpoint=True).astype(np.int8)
+    w = rng.integers(-127, 127, size=(6, 50), endpoint=True).astype(np.int8)
+    b = rng.integers(-3000, 3000, size=6).astype(np.int32)
+    in_q, out_q = QuantSpec(8, 0.02, -7), QuantSpec(16, 0.0005, 0)
+    w_q = QuantSpec(8, rng.uniform(0.001, 0.01, size=6), np.zeros(6, np.int64), 0, narrow=True)
+    attrs = prepare_fully_connected(in_q, w_q, out_q, None, None, requant=requant)
+    assert attrs["to"] == "int16" and attrs["accumulator"] == "int32"
+    got = FullyConnected(x, w, b, **attrs)
+    assert got.dtype == np.int16 and np.abs(got.astype(np.int64)).max() > 127
+    expected = ref_fc(x.astype(np.int16), w, b, attrs)  # the loop's output dtype is its input's
+    assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("case", ["3x3_same", "depthwise"])
+def test_conv_int8_input_int16_output_matches_reference_loop(case, rng):
+    x_shape, w_shape, group, strides, dil, pads = CONV_CASES[case]
+    x = rng.integers(-128, 127, size=x_shape, endpoint=True).astype(np.int8)
+    w = rng.integers(-127, 127, size=w_shape, endpoint=True).astype(np.int8)
+    b = rng.integers(-5000, 5000, size=w_shape[0]).astype(np.int32)
+    attrs = {**_conv_attrs(rng, w_shape[0], np.int8, zp=11), "act_min": -32768, "act_max": 32767, "to": "int16"}
+    attrs["shift"] = np.full(w_shape[0], -2, np.int32)  # outputs well past the int8 range
+    got = Conv(x, w, b, layout="NHWC", strides=strides, dilations=dil, pads=pads, group=group, **attrs)
+    expected = ref_conv_nhwc(x.astype(np.int16), w, b, strides, dil, pads, group, attrs)
+    assert got.dtype == np.int16 and np.abs(got.astype(np.int64)).max() > 127 and np.array_equal(got, expected)
+
+
+def test_linear_output_dtype_is_never_narrower_than_the_input():
+    x = np.zeros((1, 4), np.int16)
+    with pytest.raises(ModelError, match="'to' must be 'int8' or 'int16' and at least as wide"):
+        FullyConnected(x, np.ones((2, 4), np.int8), None, multiplier=[1 << 30], shift=[0], to="int8")
+    with pytest.raises(ValueError, match="at least as wide as the input"):
+        prepare_fully_connected(QuantSpec(16, 0.1, 0), QuantSpec(8, 0.1, 0, narrow=True), QuantSpec(8, 0.1, 0))
+
+
 def test_fully_connected_float64_requant_ties_round_away_from_zero():
     x = np.array([[3], [-3], [1], [-1], [5]], np.int8)
     w = np.ones((1, 1), np.int8)

@@ -251,6 +251,16 @@ def requantize(acc, acc_abs_max, bias, multiplier, shift, output_offset, act_min
                   act_min, act_max, dtype, stats)
 
 
+def _output_dtype(op: str, x_dtype, to) -> np.dtype:
+    """The output dtype: the input's, or ``to`` when given (int8 or int16, never narrower than the input)."""
+    if to is None:
+        return np.dtype(x_dtype)
+    if to not in ("int8", "int16") or np.dtype(to).itemsize < np.dtype(x_dtype).itemsize:
+        raise ModelError(f"{op}: 'to' must be 'int8' or 'int16' and at least as wide as the input "
+                         f"({np.dtype(x_dtype).name}), got {to!r}")
+    return np.dtype(to)
+
+
 def _bias(bias, n: int, op: str) -> np.ndarray:
     """The bias as int64 [n] (zeros when there is none)."""
     if bias is None:
@@ -414,7 +424,7 @@ def _conv_depthwise(xh, w, bias, input_offset, strides, dilations, pads, out):
 @int_kernel("Conv")
 def Conv(x, w, bias=None, *, layout="NCHW", strides=None, pads=None, dilations=None, group=1, kernel_shape=None,
          input_offset=0, output_offset=0, multiplier=None, shift=None, act_min=None, act_max=None,
-         accumulator="int32", rounding="double", _stats=None):
+         accumulator="int32", rounding="double", to=None, _stats=None):
     """2-D integer convolution (TFLite CONV_2D / DEPTHWISE_CONV_2D reference arithmetic).
 
     x: int8/int16 [N, C, H, W] (layout "NCHW") or [N, H, W, C] ("NHWC"); w: int8 [O, C/group, kH, kW] (ONNX
@@ -425,8 +435,10 @@ def Conv(x, w, bias=None, *, layout="NCHW", strides=None, pads=None, dilations=N
         (taps outside the image are skipped; g = o // (O/group))
         y = clamp(rescale(acc, multiplier[o], shift[o]) + output_offset, act_min, act_max)
 
-    The output has the input's dtype. multiplier/shift hold one entry per output channel, or one for all.
-    A 1-D convolution ([N, C, L] / [N, L, C], 1-D attributes) runs as a 2-D one of height 1.
+    The output has the input's dtype, or ``to`` ("int8" / "int16"): an int8 input may give an int16 output
+    (the int32 accumulator rescaled to a 16-bit spec; no TFLite builtin does this, lowbit uses it for the input
+    current of a LIF neuron, see quant/lower_recurrent.py). multiplier/shift hold one entry per output
+    channel, or one for all. A 1-D convolution ([N, C, L] / [N, L, C], 1-D attributes) runs as a 2-D one of height 1.
     """
     _required("Conv", multiplier=multiplier, shift=shift)
     x, w = np.asarray(x), np.asarray(w)
@@ -440,7 +452,8 @@ def Conv(x, w, bias=None, *, layout="NCHW", strides=None, pads=None, dilations=N
         pads = None if pads is None else [0, pads[0], 0, pads[1]]
         y = Conv(x, w, bias, layout=layout, strides=strides, pads=pads, dilations=dilations, group=group,
                  input_offset=input_offset, output_offset=output_offset, multiplier=multiplier, shift=shift,
-                 act_min=act_min, act_max=act_max, accumulator=accumulator, rounding=rounding, _stats=_stats)
+                 act_min=act_min, act_max=act_max, accumulator=accumulator, rounding=rounding, to=to,
+                 _stats=_stats)
         return y[:, :, 0, :] if layout == "NCHW" else y[:, 0, :, :]
     if x.ndim != 4 or w.ndim != 4:
         raise ModelError(f"Conv: x {list(x.shape)} and w {list(w.shape)} must be 4-D (1-D and 2-D convolutions "
@@ -460,7 +473,7 @@ def Conv(x, w, bias=None, *, layout="NCHW", strides=None, pads=None, dilations=N
     else:
         acc, bound, addend = _conv_gemm(xh, w, bias, group, input_offset, strides, dilations, pads, out)
     y = requantize(acc, bound, addend, multiplier, shift, output_offset, act_min, act_max, accumulator, rounding,
-                   x.dtype, _stats)
+                   _output_dtype("Conv", x.dtype, to), _stats)
     return y.transpose(0, 3, 1, 2) if layout == "NCHW" else y
 
 
@@ -472,7 +485,7 @@ def _fc_weights(w: np.ndarray, ftype):
 @int_kernel("FullyConnected")
 def FullyConnected(x, w, bias=None, *, input_offset=0, output_offset=0, multiplier=None, shift=None,
                    act_min=None, act_max=None, accumulator="int32", rounding="double", requant="multiplier",
-                   effective_scale=None, _stats=None):
+                   effective_scale=None, to=None, _stats=None):
     """Integer fully-connected layer (TFLite FULLY_CONNECTED): x [..., K], w [N, K], bias [N] -> y [..., N].
 
         acc[b, n] = bias[n] + sum_k w[n, k] * (x[b, k] + input_offset)
@@ -481,13 +494,15 @@ def FullyConnected(x, w, bias=None, *, input_offset=0, output_offset=0, multipli
 
     "float64" is the rescale of LiteRT's reference FULLY_CONNECTED kernel (IEEE double product, std::round,
     saturated to int32 before the offset); it is the one place an integer kernel multiplies by a float, kept
-    so that imported .tflite models match LiteRT's reference bit for bit. The output has the input's dtype.
+    so that imported .tflite models match LiteRT's reference bit for bit. The output has the input's dtype, or
+    ``to`` (an int8 input may give an int16 output, as for Conv).
     """
     x, w = np.asarray(x), np.asarray(w)
     if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[1]:
         raise ModelError(f"FullyConnected: x {list(x.shape)} must end in K = w.shape[1] of w {list(w.shape)} "
                          f"[N, K]")
     n, k = w.shape
+    out_dtype = _output_dtype("FullyConnected", x.dtype, to)
     if requant not in ("multiplier", "float64"):
         raise ModelError(f"FullyConnected: requant must be 'multiplier' or 'float64', got {requant!r}")
     w_abs = _cached(w, ("absmax",), _abs_max)
@@ -509,9 +524,9 @@ def FullyConnected(x, w, bias=None, *, input_offset=0, output_offset=0, multipli
         acc = acc.astype(np.float64) + addend
         scaled = round_half_away(acc * np.asarray(effective_scale, np.float64).reshape(-1))
         y = finish(np.clip(scaled, fp.INT32_MIN, fp.INT32_MAX).astype(np.int64), output_offset, act_min, act_max,
-                   x.dtype, _stats)
+                   out_dtype, _stats)
     else:
         _required("FullyConnected", multiplier=multiplier, shift=shift)
         y = requantize(acc, bound, addend, np.asarray(multiplier).reshape(-1), np.asarray(shift).reshape(-1),
-                       output_offset, act_min, act_max, accumulator, rounding, x.dtype, _stats)
+                       output_offset, act_min, act_max, accumulator, rounding, out_dtype, _stats)
     return y.reshape(x.shape[:-1] + (n,))
