@@ -7,7 +7,9 @@ of the same tensor on the same evaluation samples:
 - max |x - x_hat|;
 - saturations: float values beyond the range the integer tensor can represent (clipped by quantization).
 End to end: each graph output's SQNR and, when the evaluation set has ``labels``, task accuracy of the float
-and the integer model (argmax over the last axis of the first output).
+and the integer model (argmax over the last axis of the first output) and how many samples the integer model
+classifies unlike the float model (``unlike_float``: the fidelity measure behind the accuracy; on a small
+evaluation set two programs equally close to float can differ in accuracy by which borderline samples flip).
 """
 from __future__ import annotations
 
@@ -74,6 +76,7 @@ class PrecisionResult:
     outputs: dict[str, ErrorStats] = field(default_factory=dict)
     accuracy: float | None = None
     float_islands: list[str] = field(default_factory=list)
+    unlike_float: int | None = None  # samples whose predicted class differs from the float model's
 
 
 def compare(graph: Graph, calib: Mapping[str, np.ndarray], evalset: Mapping[str, np.ndarray],
@@ -103,6 +106,7 @@ def compare(graph: Graph, calib: Mapping[str, np.ndarray], evalset: Mapping[str,
     # float reference, every tensor, every sample
     order = [v.name for n in graph.nodes for v in n.outputs]
     ref: list[dict[str, np.ndarray]] = []
+    float_pred: list[np.ndarray] = []
     float_correct = 0
     for i, feeds in enumerate(samples):
         values: dict[str, np.ndarray] = {}
@@ -116,6 +120,7 @@ def compare(graph: Graph, calib: Mapping[str, np.ndarray], evalset: Mapping[str,
         ref.append(values)
         if labels is not None:
             float_correct += _correct(outs[graph.outputs[0].name], labels[i * batch:(i + 1) * batch])
+            float_pred.append(_predicted(outs[graph.outputs[0].name], batch))
     if accuracy_fn is not None:  # accuracy_fn hook (issue 5)
         from lowbit.quant.pinned import PinnedRunner, pinned_specs
         float_acc = accuracy_fn(PinnedRunner(unbound))
@@ -124,7 +129,7 @@ def compare(graph: Graph, calib: Mapping[str, np.ndarray], evalset: Mapping[str,
         artifact, lowered = compile_graph(graph, calib, plan, calib_source=calib_source, stats=stats)
         res = PrecisionResult(plan.default.name, float_islands=lowered.float_islands)
         results.append(res)
-        correct = 0
+        correct = unlike = 0
         for i, feeds in enumerate(samples):
             int_stats: dict = {}
             seen: dict[str, np.ndarray] = {}
@@ -143,8 +148,10 @@ def compare(graph: Graph, calib: Mapping[str, np.ndarray], evalset: Mapping[str,
                 res.outputs.setdefault(v.name, ErrorStats()).add(ref[i][v.name], outs[v.name])
             if labels is not None:
                 correct += _correct(outs[graph.outputs[0].name], labels[i * batch:(i + 1) * batch])
+                unlike += int(np.count_nonzero(_predicted(outs[graph.outputs[0].name], batch) != float_pred[i]))
         if labels is not None:
             res.accuracy = correct / n_eval
+            res.unlike_float = unlike
         if accuracy_fn is not None:  # accuracy_fn hook (issue 5)
             res.accuracy = accuracy_fn(PinnedRunner(unbound, pinned_specs(lowered), plan.resolve(graph), plan.default))
     if accuracy_fn is None:
@@ -191,6 +198,10 @@ def _run_int(artifact, feeds, stats, watch):
     return run_int(artifact.graph, feeds, stats=stats, observe=watch)
 
 
+def _predicted(logits: np.ndarray, batch: int) -> np.ndarray:
+    return np.argmax(np.asarray(logits).reshape(batch, -1), axis=-1)
+
+
 def _correct(logits: np.ndarray, labels: np.ndarray) -> int:
     """How many rows of ``logits`` (argmax over the last axis) equal ``labels``."""
     logits = np.asarray(logits)
@@ -209,7 +220,8 @@ def _report(graph: Graph, order: list[str], results: list[PrecisionResult], floa
     return {"samples": n, "float_accuracy": float_acc, "precisions": [r.precision for r in results],
             "layers": layers,
             "end_to_end": {r.precision: {"outputs": {k: s.to_dict() for k, s in r.outputs.items()},
-                                         "accuracy": r.accuracy, "float_islands": r.float_islands} for r in results}}
+                                         "accuracy": r.accuracy, "unlike_float": r.unlike_float,
+                                         "float_islands": r.float_islands} for r in results}}
 
 
 def report_text(report: dict) -> str:
@@ -244,6 +256,9 @@ def report_text(report: dict) -> str:
     if report["float_accuracy"] is not None:
         acc = [f"{100 * report['end_to_end'][p]['accuracy']:>15.2f}%" for p in precs]
         lines.append(f"{'accuracy (float ' + format(100 * report['float_accuracy'], '.2f') + '%)':<64}" + "".join(acc))
+        if all(report["end_to_end"][p].get("unlike_float") is not None for p in precs):
+            unlike = [f"{report['end_to_end'][p]['unlike_float']:>16}" for p in precs]
+            lines.append(f"{'predictions unlike the float model' + chr(39) + 's':<64}" + "".join(unlike))
     islands = {p: report["end_to_end"][p]["float_islands"] for p in precs}
     for p, isl in islands.items():
         if isl:
