@@ -38,14 +38,20 @@ class TensorStats:
     count: int = 0
     sentinels: int = 0
     sample: list = field(default_factory=list)  # arrays, concatenated lazily
+    channel_sums: dict = field(default_factory=dict)  # axis (1 or -1) -> [float64 sum per channel, values each]
 
-    def update(self, x: np.ndarray, rng: np.random.Generator, keep_sample: bool = True) -> None:
+    def update(self, x: np.ndarray, rng: np.random.Generator, keep_sample: bool = True,
+               channels=()) -> None:
+        """Record ``x``; ``channels``: the axes (1, -1) along which to accumulate per-channel sums."""
         x = np.asarray(x)
         if x.dtype.kind != "f" or x.size == 0:
             return
         flat = x.reshape(-1)
         lo, hi = float(flat.min()), float(flat.max())
-        if lo <= -SENTINEL or hi >= SENTINEL or not (np.isfinite(lo) and np.isfinite(hi)):
+        clean = -SENTINEL < lo and hi < SENTINEL  # (NaN compares false)
+        if channels and clean and x.ndim >= 2:
+            self._add_channel_sums(x, channels)
+        if not clean:
             mask = ~(np.abs(flat) < SENTINEL)  # NaN counts as a sentinel too
             self.sentinels += int(mask.sum())
             flat = flat[~mask]
@@ -62,6 +68,28 @@ class TensorStats:
         if sum(s.size for s in self.sample) > 4 * RESERVOIR:
             merged = np.concatenate(self.sample)
             self.sample = [merged[rng.permutation(merged.size)[:RESERVOIR]]]
+
+    def _add_channel_sums(self, x: np.ndarray, axes) -> None:
+        for a in {axis % x.ndim for axis in axes}:
+            if a == x.ndim - 1:  # float32 sums within a sample (contiguous rows), float64 across samples
+                total = x.reshape(-1, x.shape[-1]).sum(axis=0).astype(np.float64)
+            elif a == 1:
+                total = x.reshape(x.shape[0], x.shape[1], -1).sum(axis=2).sum(axis=0).astype(np.float64)
+            else:
+                continue
+            n = x.size // x.shape[a]
+            for key in ((1, -1) if x.ndim == 2 else (1,) if a == 1 else (-1,)):
+                got = self.channel_sums.get(key)
+                if got is None:
+                    self.channel_sums[key] = [total, n]
+                elif got[0].shape == total.shape:  # (a sample of another shape keeps the first one's channels)
+                    self.channel_sums[key] = [got[0] + total, got[1] + n]
+
+    def channel_mean(self, axis: int) -> np.ndarray | None:
+        """The mean of each channel along ``axis`` (1, or -1 for the last axis) over every calibration value,
+        or None when it was not recorded (only the axis a layer with weights reads is, see ``calibrate``)."""
+        got = self.channel_sums.get(axis)
+        return None if got is None or got[1] == 0 else got[0] / got[1]
 
     def values(self) -> np.ndarray:
         return np.concatenate(self.sample).astype(np.float64) if self.sample else np.zeros(0)
@@ -171,25 +199,38 @@ def iter_samples(calib: Mapping[str, np.ndarray], graph: Graph, source: str = "c
         yield sample
 
 
+def weighted_inputs(graph: Graph) -> dict[str, tuple[int, ...]]:
+    """{value name: channel axes} for the data inputs of Conv (axis 1), Gemm (axis 1, its last) and MatMul (the
+    last axis) nodes with constant weights: the per-channel means bias correction reads."""
+    axes: dict[str, set[int]] = {}
+    for n in graph.nodes:
+        if n.domain == "" and n.op_type in ("Conv", "Gemm", "MatMul") and len(n.inputs) > 1 \
+                and n.inputs[1] is not None and n.inputs[1].const is not None and n.inputs[0] is not None:
+            axes.setdefault(n.inputs[0].name, set()).add(-1 if n.op_type == "MatMul" else 1)
+    return {k: tuple(sorted(v)) for k, v in axes.items()}
+
+
 def calibrate(graph: Graph, calib: Mapping[str, np.ndarray], source: str = "calibration data",
               progress: Callable[[int, int], None] | None = None, seed: int = 0,
               keep_samples: bool = True) -> dict[str, TensorStats]:
     """Run the float graph on every calibration sample; return {value name: TensorStats} for graph inputs and
     every node output. ``progress(done, total)`` is called after each sample. ``keep_samples=False`` records
-    exact ranges only (enough for the minmax observer, and faster)."""
+    exact ranges only (enough for the minmax observer, and faster). The inputs of layers with constant weights
+    also get per-channel means (along axis 1 and the last axis), which bias correction needs."""
     from lowbit.runtime.float_executor import check_feeds, run as run_float
     rng = np.random.default_rng(seed)
     stats: dict[str, TensorStats] = {}
+    means = weighted_inputs(graph)
 
     def observe(node, outs):
         for v, o in zip(node.outputs, outs):
-            stats.setdefault(v.name, TensorStats()).update(o, rng, keep_samples)
+            stats.setdefault(v.name, TensorStats()).update(o, rng, keep_samples, means.get(v.name, ()))
 
     samples = list(iter_samples(calib, graph, source))
     for i, feeds in enumerate(samples):
         feeds = check_feeds(graph, feeds, what=f"{source} sample {i}")
         for name, x in feeds.items():
-            stats.setdefault(name, TensorStats()).update(x, rng, keep_samples)
+            stats.setdefault(name, TensorStats()).update(x, rng, keep_samples, means.get(name, ()))
         run_float(graph, feeds, observe=observe, check=(i == 0))
         if progress is not None:
             progress(i + 1, len(samples))

@@ -38,6 +38,7 @@ class Lowered:
     float_of: dict[str, str] = field(default_factory=dict)  # integer value name -> float value it stands for
     float_islands: list[str] = field(default_factory=list)  # float nodes left in the integer graph
     precisions: dict[str, str] = field(default_factory=dict)
+    bias_corrections: dict[str, np.ndarray] = field(default_factory=dict)  # node name -> what its bias lost
 
 
 class LowerContext:
@@ -58,6 +59,10 @@ class LowerContext:
         self.spec_override: dict[int, QuantSpec] = {}
         self.fused: set[str] = set()  # float nodes folded into their producer (Relu/Clip after Conv, ...)
         self.rebits: dict[tuple[int, int], Value] = {}  # (id(float value), bits) -> requantized integer value
+        # id(float Concat output) -> (its Concat node, the integer inputs, each in its own spec): a channel
+        # Concat whose readers take the parts (PART_READERS) is not materialised (see _lower_concat)
+        self.parts: dict[int, tuple[Node, list[Value]]] = {}
+        self.bias_corrections: dict[str, np.ndarray] = {}  # node name -> (W_q - W) E[x] (lower_ops.bias_correction)
 
     # -- specs ---------------------------------------------------------------------------------------------
     def act_bits(self, v: Value) -> int:
@@ -106,6 +111,8 @@ class LowerContext:
             return self.rebits[key]
         if got is not None:
             return got
+        if id(v) in self.parts:
+            return self._materialize(v)
         if v.const is not None:
             # a spec given for a constant operand (activation_specs, e.g. a TFLite model's) wins over the one
             # its values imply, as it does for every other value in spec_of
@@ -134,6 +141,8 @@ class LowerContext:
             self.float_of[id(v)] = c
             return c
         q = self.int_of.get(id(v))
+        if q is None and id(v) in self.parts:
+            q = self._materialize(v)
         if q is None:
             raise KeyError(v.name)
         fv = self.g.new_value(f"{v.name}_f" if self.g.values.get(v.name) else v.name, v.shape, np.float32)
@@ -141,6 +150,22 @@ class LowerContext:
                         domain=INT_DOMAIN, name=self.g.unique_node_name(f"{v.name}_dequantize"))
         self.float_of[id(v)] = fv
         return fv
+
+    def parts_of(self, v: Value, axis: int) -> list[Value] | None:
+        """The integer parts of ``v`` when it is an unmaterialised Concat along ``axis``, else None."""
+        got = self.parts.get(id(v))
+        if got is None or id(v) in self.int_of:
+            return None
+        node, parts = got
+        return parts if _concat_axis(node) == axis else None
+
+    def _materialize(self, v: Value) -> Value:
+        """The Concat ``v`` as one integer tensor in its own spec, for a reader that needs one."""
+        node, parts = self.parts[id(v)]
+        spec = self.spec_of(v)
+        ins = [requantize(self, q, spec) for q in parts]
+        self.emit("Concat", ins, [self.new_int(v, spec)], node.attrs, node, domain="")
+        return self.int_of[id(v)]
 
     def new_int(self, fv: Value, spec: QuantSpec) -> Value:
         """A fresh integer value for float value ``fv`` with ``spec``, registered as its integer form."""
@@ -185,13 +210,89 @@ def _lower_data_movement(ctx: LowerContext, node: Node) -> bool:
     return True
 
 
+# readers of a channel Concat that take its inputs as separate integer parts, each in its own spec: they
+# apply their per-channel arithmetic to each part and write one output spec (lower_recurrent: BatchNorm)
+PART_READERS = {"Concat"}
+
+
 @lowering("Concat")
 def _lower_concat(ctx: LowerContext, node: Node) -> bool:
-    """Requantize every input to the output spec, then concatenate the codes."""
-    out_spec = ctx.spec_of(node.outputs[0])
-    ins = [requantize(ctx, ctx.integer(v), out_spec) for v in node.inputs]
-    ctx.emit("Concat", ins, [ctx.new_int(node.outputs[0], out_spec)], node.attrs, node, domain="")
+    """Requantize every input to the output spec, then concatenate the codes (inputs whose producer already
+    writes the output spec, see ``share_concat_scales``, need no Requantize).
+
+    A Concat along the channel axis of a 4-D tensor whose readers are all PART_READERS is not materialised:
+    its inputs stay integer parts in their own specs (a nested Concat's parts are flattened), so no part is
+    rounded to the coarser common scale. DenseNet is the case: every dense layer concatenates all earlier
+    feature maps and normalises the result per channel; at one per-tensor scale the small early maps lose
+    most of their bits, which the BatchNorm then scales up (DenseNet121 w8a8, see docs/quantization.md).
+    A reader that needs one tensor gets it materialised (``LowerContext._materialize``)."""
+    out = node.outputs[0]
+    axis = _concat_axis(node)
+    ins = [q for v in node.inputs for q in (ctx.parts_of(v, axis) or [ctx.integer(v)])]
+    if _keep_parts(ctx, node, axis):
+        ctx.parts[id(out)] = (node, ins)
+        return True
+    out_spec = ctx.spec_of(out)
+    ins = [requantize(ctx, q, out_spec) for q in ins]
+    ctx.emit("Concat", ins, [ctx.new_int(out, out_spec)], node.attrs, node, domain="")
     return True
+
+
+def _concat_axis(node: Node) -> int | None:
+    x = node.outputs[0]
+    if x.shape is None:
+        return None
+    return int(node.attrs.get("axis", 0)) % len(x.shape)
+
+
+def _keep_parts(ctx: LowerContext, node: Node, axis: int | None) -> bool:
+    out = node.outputs[0]
+    if axis != 1 or len(out.shape) != 4 or out.dtype is None or out.dtype.kind != "f" or out in ctx.f.outputs:
+        return False
+    if out.name in ctx.options.get("activation_specs", {}) or not out.consumers:
+        return False
+    return all(c.domain == "" and c.op_type in PART_READERS
+               and (_concat_axis(c) == axis if c.op_type == "Concat" else c.inputs[0] is out)
+               for c in out.consumers)
+
+
+def share_concat_scales(ctx: LowerContext) -> None:
+    """Give a Concat's output spec to the tensors feeding it, as TFLite's converter does (its CONCATENATION
+    requires one scale for operands and result, SameOperandsAndResultsScale), wherever that costs nothing:
+    the input reaches the Concat through data movement only and has no other reader. The op computing it
+    then rescales straight to the Concat's spec (where the op fixes its own output spec, e.g. Sigmoid or
+    spikes, the override is ignored and the Concat requantizes as before), and its codes go into the Concat
+    unchanged instead of being rounded twice. The Concat's calibrated range covers every value that reaches
+    it (values a Gather/Slice drops on the way may saturate: nothing reads them). Pinned specs
+    (``activation_specs``) are never changed."""
+    given = ctx.options.get("activation_specs", {})
+    for node in ctx.f.nodes:
+        out = node.outputs[0]
+        if node.op_type != "Concat" or node.domain != "" or out.name in given or out.dtype is None \
+                or out.dtype.kind != "f" or _keep_parts(ctx, node, _concat_axis(node)):
+            continue
+        out_spec = ctx.spec_of(out)
+        for v in node.inputs:
+            src = _sole_reader_source(ctx, v)
+            if src is not None and src.name not in given and ctx.act_bits(src) == out_spec.bits:
+                ctx.spec_override.setdefault(id(src), out_spec)
+
+
+def _sole_reader_source(ctx: LowerContext, v: Value) -> Value | None:
+    """The value from which ``v`` is reached through data movement only, each value on the way (``v`` and the
+    source included) read by one node and no graph output; None when the path forks."""
+    while True:
+        if len(v.consumers) != 1 or v in ctx.f.outputs or v.const is not None:
+            return None
+        p = v.producer
+        if p is None or not (p.domain == "" and p.op_type in DATA_MOVEMENT):
+            return v
+        v = p.inputs[0]
+
+
+# run in order before any node is lowered: each may fix specs (ctx.spec_override) that depend on how a value
+# is read rather than on its range alone (lower_recurrent adds the LIF input currents)
+SPEC_CHOICES: list[Callable[[LowerContext], None]] = [share_concat_scales]
 
 
 def requantize(ctx: LowerContext, q: Value, spec: QuantSpec) -> Value:
@@ -228,9 +329,13 @@ def lower(fgraph: Graph, stats: dict[str, TensorStats], precisions: dict[str, No
     reference FULLY_CONNECTED, which rescales in double precision (docs/integer_ir.md), and can fix specs
     instead of deriving them from ranges: ``activation_specs`` {float value name: QuantSpec} and
     ``weight_specs`` {node name: QuantSpec} (used to check that lowbit's lowering, given a TFLite model's own
-    scales, produces the same integers).
+    scales, produces the same integers; no bias correction then), and ``bias_corrections`` {node name: vector}
+    fixes the bias corrections (an earlier lowering's, ``Lowered.bias_corrections``) instead of computing them
+    from the calibrated means.
     """
     ctx = LowerContext(fgraph, stats, precisions, options)
+    for choose in SPEC_CHOICES:
+        choose(ctx)
     for v in fgraph.inputs:
         fv = ctx.g.new_value(v.name, v.shape, v.dtype)
         ctx.g.inputs.append(fv)
@@ -255,11 +360,14 @@ def lower(fgraph: Graph, stats: dict[str, TensorStats], precisions: dict[str, No
     ctx.g.verify()
     from lowbit.graph.passes import remove_dead_nodes
     remove_dead_nodes(ctx.g)
-    return Lowered(ctx.g, ctx.map_back, ctx.islands, {k: p.name for k, p in precisions.items()})
+    ctx.g.prune_values()  # constants a rule made but did not use (a failed rule, a Concat read in parts)
+    return Lowered(ctx.g, ctx.map_back, ctx.islands, {k: p.name for k, p in precisions.items()},
+                   ctx.bias_corrections)
 
 
 def _all_float_inputs_known(ctx: LowerContext, node: Node) -> bool:
-    return all(v is None or v.const is not None or id(v) in ctx.int_of or id(v) in ctx.float_of for v in node.inputs)
+    return all(v is None or v.const is not None or id(v) in ctx.int_of or id(v) in ctx.float_of
+               or id(v) in ctx.parts for v in node.inputs)
 
 
 def _register_rules() -> None:

@@ -35,7 +35,8 @@ import numpy as np
 from lowbit.graph.ir import Graph, Node, Value
 from lowbit.quant import lower_ops as lo  # imported first: its rules must exist before they are chained
 from lowbit.quant import prepare_recurrent as pr
-from lowbit.quant.lower import DATA_MOVEMENT, LOWERINGS, Lowered, LowerContext, lowering, requantize
+from lowbit.quant.lower import (DATA_MOVEMENT, LOWERINGS, PART_READERS, SPEC_CHOICES, Lowered, LowerContext,
+                               lowering, requantize)
 from lowbit.quant.prepare_elementwise import PrepareError
 from lowbit.quant.prepare_linear import prepare_conv
 from lowbit.quant.spec import QuantSpec, activation_spec
@@ -44,6 +45,7 @@ from lowbit.runtime.registry import INT_DOMAIN
 LMU_STATE_BITS, LMU_HEADROOM = 32, 2.0    # measured: docs/hybrid_ops.md, "Recurrent and spiking layers"
 SCAN_STATE_BITS, SCAN_HEADROOM = 32, 8.0
 LIF_STATE_BITS = 16
+LIF_CURRENT_BITS = 16     # a LIF's input current under 8-bit activations (None: the plan's bits); see choose_lif_currents
 SCAN_DELTA_TABLE = True   # delta = softplus(dt) from a table over the int8 dt codes (a Softplus the scan absorbs)
 SCAN_FUSE_GATE = True     # y * gate computed inside the scan, only the product quantized
 SCAN_HADAMARD = False     # rotate the gated scan output, H folded into out_proj: measured, it does not pay here
@@ -232,6 +234,7 @@ def _lower_conv1d(ctx: LowerContext, node: Node) -> bool:
     w4 = np.ascontiguousarray(w[:, :, None, :])
     qw, w_spec = lo._quantized_weights(ctx, node, w4, 0, node.inputs[1].name)
     acc = lo._accumulator(qx.quant, w_spec)
+    b = lo._corrected(b, lo.bias_correction(ctx, node, x, w4, qw, group), w.shape[0])
     qb = lo._quantized_bias(ctx, b, qx.quant, w_spec, w.shape[0], f"{node.name}_bias", 64 if acc == "int64" else 32)
     lo_, hi_ = lo._act_range(out_spec, bounds)
     try:
@@ -265,6 +268,9 @@ def _squeeze_out(ctx: LowerContext, node: Node, y4: Value, target: Value, spec: 
 
 
 # --- BatchNormalization ------------------------------------------------------------------------------------------------
+PART_READERS.add("BatchNormalization")
+
+
 @lowering("BatchNormalization")
 def lower_batchnorm(ctx: LowerContext, node: Node) -> bool:
     """A BatchNorm the passes could not fold: into the LIF it feeds (through a Transpose pair), else a
@@ -287,33 +293,75 @@ def lower_batchnorm(ctx: LowerContext, node: Node) -> bool:
     return _channel_affine(ctx, node, x, s, shift)
 
 
+def _following_channel_affine(ctx: LowerContext, v: Value, s: np.ndarray, shift: np.ndarray, rank: int):
+    """Absorb the Mul / Add by per-channel constants that follow ``v`` one after the other (a BatchNorm
+    exported with a separate scale layer, as Caffe2's DenseNet does: BN -> Mul(w) -> Add(b)) into the affine
+    map s x + shift, so the chain is one integer op with one output rounding instead of three, and the
+    constants are never quantized as int8 tensors. Returns (float value now produced, s, shift); the absorbed
+    nodes are marked fused."""
+    from lowbit.graph.passes.fold import _per_channel
+    while True:
+        op = _sole_consumer(ctx, v)
+        if op is None or op.op_type not in ("Mul", "Add") or len(op.inputs) != 2:
+            return v, s, shift
+        other = op.inputs[1] if op.inputs[0] is v else op.inputs[0]
+        vec = _per_channel(other.const, s.size, rank) if other is not v else None
+        if vec is None:
+            return v, s, shift
+        if op.op_type == "Mul":
+            s, shift = s * vec, shift * vec
+        else:
+            shift = shift + vec
+        ctx.fused.add(op.name)
+        v = op.outputs[0]
+
+
 def _channel_affine(ctx: LowerContext, node: Node, x: Value, s: np.ndarray, shift: np.ndarray) -> bool:
     """y = s[c] x + shift[c] over channel axis 1 of a 3-D/4-D tensor, as a depthwise 1x1 integer Conv (the
-    per-channel weight is one value: exact at any weight bits, up to its rounding to 2^-bits)."""
+    per-channel weight is one value: exact at any weight bits, up to its rounding to 2^-bits). On a channel
+    Concat kept as parts (lower.PART_READERS) one depthwise Conv per part, each from its part's own spec to
+    the common output spec, then a Concat of equal specs."""
     shape = x.shape
     if not all(isinstance(d, int) for d in shape) or shape[1] != s.size:
         return False
     fused_before = set(ctx.fused)
-    target, bounds, transpose = _activation_after(ctx, node.outputs[0])
-    qx = _int_at_node_bits(ctx, node, x)
+    out, s, shift = _following_channel_affine(ctx, node.outputs[0], s, shift, len(shape))
+    target, bounds, transpose = _activation_after(ctx, out)
+    parts = ctx.parts_of(x, 1) if len(shape) == 4 and transpose is None else None
+    qxs = [_int_at_node_bits(ctx, node, x)] if parts is None else [_part_at_node_bits(ctx, node, q) for q in parts]
     out_spec = ctx.spec_of(target)
     c = s.size
     qw, w_spec = lo._quantized_weights(ctx, node, s.reshape(c, 1, 1, 1).astype(np.float32), 0, f"{node.name}_scale")
-    acc = lo._accumulator(qx.quant, w_spec)
-    qb = lo._quantized_bias(ctx, shift, qx.quant, w_spec, c, f"{node.name}_shift", 64 if acc == "int64" else 32)
     lo_, hi_ = lo._act_range(out_spec, bounds)
-    try:
-        attrs = prepare_conv(qx.quant, w_spec, out_spec, lo_, hi_, accumulator=acc)
-    except ValueError:
-        ctx.fused = fused_before
-        return False
-    attrs.update(layout="NCHW", strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1], group=c)
+    convs, first = [], 0
+    for qx in qxs:
+        k = qx.shape[1]
+        part_w = QuantSpec(w_spec.bits, w_spec.scale[first:first + k], w_spec.zero_point[first:first + k], 0,
+                           narrow=True)
+        acc = lo._accumulator(qx.quant, part_w)
+        qb = lo._quantized_bias(ctx, shift[first:first + k], qx.quant, part_w, k, f"{node.name}_shift",
+                                64 if acc == "int64" else 32)
+        try:
+            attrs = prepare_conv(qx.quant, part_w, out_spec, lo_, hi_, accumulator=acc)
+        except ValueError:
+            ctx.fused = fused_before
+            return False
+        attrs.update(layout="NCHW", strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1], group=k)
+        qwk = qw if len(qxs) == 1 else _int_const(ctx, f"{qw.name}_{first}", qw.const[first:first + k], part_w)
+        convs.append((qx, qwk, qb, attrs))
+        first += k
     if len(shape) == 4:
         if transpose is not None:
             ctx.fused = fused_before
             return False
-        ctx.emit("Conv", [qx, qw, qb], [ctx.new_int(target, out_spec)], attrs, node)
+        if len(convs) == 1:
+            ctx.emit("Conv", list(convs[0][:3]), [ctx.new_int(target, out_spec)], convs[0][3], node)
+            return True
+        ys = [_emit_int(ctx, "Conv", [qx, qw_, qb], out_spec, qx.shape, f"{node.name}_part{i}", attrs,
+                        name=node.name) for i, (qx, qw_, qb, attrs) in enumerate(convs)]
+        ctx.emit("Concat", ys, [ctx.new_int(target, out_spec)], {"axis": 1}, node, domain="")
         return True
+    qx, qw, qb, attrs = convs[0]
     x4 = _emit_int(ctx, "Unsqueeze", [qx, _axes_const(ctx, [2])], qx.quant, (shape[0], c, 1, shape[2]),
                    f"{x.name}_h1", name=f"{node.name}/unsqueeze", domain="")
     y4 = _emit_int(ctx, "Conv", [x4, qw, qb], out_spec, x4.shape, f"{node.name}_y4", attrs, name=node.name)
@@ -321,11 +369,65 @@ def _channel_affine(ctx: LowerContext, node: Node, x: Value, s: np.ndarray, shif
     return True
 
 
+def _part_at_node_bits(ctx: LowerContext, node: Node, q: Value) -> Value:
+    """A Concat part at ``node``'s activation bits (requantized when it was produced at others)."""
+    p = ctx.precisions.get(node.name)
+    if p is None or q.quant.bits == p.act_bits:
+        return q
+    return requantize(ctx, q, _rebits(q.quant, p.act_bits))
+
+
 # --- LIF ---------------------------------------------------------------------------------------------------------------
 @lowering("lowbit.LIF")
 def lower_lif(ctx: LowerContext, node: Node) -> bool:
     """lowbit.LIF -> lowbit.int LIF (int16 membrane, spikes at scale 1, zero point 0)."""
     return _lower_lif(ctx, node, node.inputs[0], np.ones(1), np.zeros(1))
+
+
+def _bn_before_lif(ctx: LowerContext, lif: Node) -> tuple[Node, Value] | None:
+    """(BatchNorm, its input behind the first Transpose) for Transpose -> BN -> Transpose -> LIF, the pattern
+    lower_batchnorm folds into the LIF; None otherwise."""
+    tr_out = lif.inputs[0].producer
+    bn = tr_out.inputs[0].producer if _is_swap_last_two(tr_out) else None
+    if bn is None or bn.op_type != "BatchNormalization" or bn.domain != "" or _bn_params(bn) is None:
+        return None
+    tr_in = bn.inputs[0].producer
+    if not _is_swap_last_two(tr_in) or _sole_consumer(ctx, bn.outputs[0]) is not tr_out \
+            or _sole_consumer(ctx, tr_out.outputs[0], "LIF", "lowbit") is not lif:
+        return None
+    return bn, tr_in.inputs[0]
+
+
+def choose_lif_currents(ctx: LowerContext) -> None:
+    """A LIF's input current at 16 bits under 8-bit activations (LIF_CURRENT_BITS).
+
+    The current is the neuron's pre-activation: the op computing it (FullyConnected, Conv, LMUMemory, behind
+    data movement and a BatchNorm the LIF absorbs) rescales its accumulator straight to an int16 spec over the
+    calibrated range, and only the spikes leave the neuron at the plan's activation bits. This is TFLite's
+    int8 LSTM (8x8_16: int8 activations and weights, int16 gate pre-activations and cell state) applied to the
+    LIF cell, and TFLite's activation fusion (a Conv + ReLU never rounds its pre-activation to int8): a spike
+    flips wherever the current's rounding moves the membrane across the threshold, so an int8 current costs
+    accuracy (spiking_lmuformer w8a8, docs/hybrid_ops.md). Applies where the current's source has no other
+    reader and its spec is not pinned."""
+    if LIF_CURRENT_BITS is None:
+        return
+    given = ctx.options.get("activation_specs", {})
+    from lowbit.quant.lower import _sole_reader_source
+    for node in ctx.f.nodes:
+        if node.domain != "lowbit" or node.op_type != "LIF" or not _is_float(node.inputs[0]):
+            continue
+        folded = _bn_before_lif(ctx, node)
+        src = _sole_reader_source(ctx, node.inputs[0] if folded is None else folded[1])
+        if src is None or src.name in given or ctx.act_bits(src) >= LIF_CURRENT_BITS:
+            continue
+        st = ctx.stats.get(src.name)
+        p = ctx.precisions.get(src.producer.name) if src.producer is not None else None
+        lo_, hi_ = (0.0, 0.0) if st is None else st.range(p.observer if p is not None else "minmax",
+                                                           LIF_CURRENT_BITS)
+        ctx.spec_override.setdefault(id(src), activation_spec(lo_, hi_, LIF_CURRENT_BITS))
+
+
+SPEC_CHOICES.append(choose_lif_currents)
 
 
 def _lower_lif(ctx: LowerContext, node: Node, x: Value, scale: np.ndarray, bias: np.ndarray) -> bool:
@@ -342,7 +444,8 @@ def _lower_lif(ctx: LowerContext, node: Node, x: Value, scale: np.ndarray, bias:
     outs = node.outputs
     if not _ensure_lowered(ctx, v0):
         return False
-    qx = _int_at_node_bits(ctx, node, x)
+    qx = _lif_input(ctx, node, x)
+    bits = ctx.node_bits(node)
     v_spec = _given(ctx, outs[1] if len(outs) > 1 else None) or \
         (_given(ctx, v0) if v0 is not None and v0.const is None else None) or \
         pr.membrane_spec(qx.quant, scale, bias, v_th, 0.0 if v_r is None else v_r, LIF_STATE_BITS)
@@ -352,12 +455,21 @@ def _lower_lif(ctx: LowerContext, node: Node, x: Value, scale: np.ndarray, bias:
         return False
     qv0 = _state_input(ctx, v0, v_spec, f"{node.name}_v0")
     _mark_spikes(ctx)
-    attrs["to"] = qx.quant.dtype.name
-    spikes = ctx.new_int(outs[0], spike_spec(qx.quant.bits))
+    attrs["to"] = spike_spec(bits).dtype.name
+    spikes = ctx.new_int(outs[0], spike_spec(bits))
     v_last = ctx.new_int(outs[1], v_spec) if len(outs) > 1 else ctx.g.new_value(f"{node.name}_v_last")
     v_last.quant = v_spec
     ctx.emit("LIF", [qx, qv0], [spikes, v_last], attrs, node)
     return True
+
+
+def _lif_input(ctx: LowerContext, node: Node, x: Value) -> Value:
+    """The LIF's input current: as produced when it is wider than the node's activation bits (an int16 current,
+    choose_lif_currents), else at the node's bits."""
+    qx = ctx.integer(x)
+    if qx.quant.bits > ctx.node_bits(node) and not qx.quant.per_channel:
+        return qx
+    return _int_at_node_bits(ctx, node, x)
 
 
 def _state_input(ctx: LowerContext, v: Value | None, spec: QuantSpec, hint: str) -> Value | None:
@@ -410,20 +522,51 @@ def _has_spike_spec(q: Value | None) -> bool:
 def is_spike_value(q: Value) -> bool:
     """True for an integer value that carries spikes: spike spec, produced by a LIF through data movement,
     Concat or Add of spikes (a step graph's Concat([state_in, spikes]) of a conv window counts: its state holds
-    the earlier spikes)."""
-    if not _has_spike_spec(q):
-        return False
+    the earlier spikes). Evaluated without recursion (a chain of thousands of Adds must not overflow the
+    stack), each value once."""
+    known: dict[int, bool] = {}
+    stack = [q]
+    while stack:
+        v = stack[-1]
+        if id(v) in known:
+            stack.pop()
+            continue
+        deps = _spike_deps(v)
+        pending = [d for d in deps if id(d) not in known]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        known[id(v)] = _spike_rule(v, [known[id(d)] for d in deps])
+    return known[id(q)]
+
+
+def _spike_deps(q: Value) -> list[Value]:
+    """The values whose spike-ness decides ``q``'s (none when its spec or producer already decides it)."""
     p = q.producer
-    if p is None:
+    if not _has_spike_spec(q) or p is None:
+        return []
+    if p.domain == "" and p.op_type in DATA_MOVEMENT:
+        return [p.inputs[0]]
+    if p.domain == "" and p.op_type == "Concat" and all(_has_spike_spec(v) for v in p.inputs):
+        return list(p.inputs)
+    if p.domain == INT_DOMAIN and p.op_type == "Add" and all(v is not None for v in p.inputs):
+        return list(p.inputs)
+    return []
+
+
+def _spike_rule(q: Value, deps: list[bool]) -> bool:
+    p = q.producer
+    if not _has_spike_spec(q) or p is None:
         return False
     if p.domain == INT_DOMAIN and p.op_type == "LIF":
         return q is p.outputs[0]
     if p.domain == "" and p.op_type in DATA_MOVEMENT:
-        return is_spike_value(p.inputs[0])
+        return deps[0]
     if p.domain == "" and p.op_type == "Concat":
-        return all(_has_spike_spec(v) for v in p.inputs) and any(is_spike_value(v) for v in p.inputs)
+        return bool(deps) and any(deps)
     if p.domain == INT_DOMAIN and p.op_type == "Add":
-        return all(v is not None and is_spike_value(v) for v in p.inputs)
+        return bool(deps) and all(deps)
     return False
 
 
@@ -448,7 +591,8 @@ def lower_matmul(ctx: LowerContext, node: Node) -> bool:
     rot = getattr(ctx, "rotated", {}).get(id(node.inputs[0]))
     if rot is not None:
         w = node.const_input(1)
-        return lo._linear(ctx, node, node.inputs[0], np.ascontiguousarray((rot @ w.astype(np.float64)).T), None)
+        return lo._linear(ctx, node, node.inputs[0], np.ascontiguousarray((rot @ w.astype(np.float64)).T), None,
+                          correct=False)
     return _spike_layer(ctx, _BASE_MATMUL, node)
 
 
@@ -759,15 +903,24 @@ def step_precisions(step: Graph, whole: Graph, whole_precisions: dict, default):
     return {n.name: whole_precisions.get(_strip_prefix(n.name, prefix), default) for n in step.nodes}
 
 
+def step_bias_corrections(whole: Graph, lowered: Lowered, step: Graph) -> dict[str, np.ndarray]:
+    """Each step node's bias correction: that of the whole-graph node with the same (prefix-stripped) name."""
+    prefix = name_prefix(step, whole)
+    got = {n.name: lowered.bias_corrections.get(_strip_prefix(n.name, prefix)) for n in step.nodes}
+    return {k: v for k, v in got.items() if v is not None}
+
+
 def lower_step(step: Graph, whole: Graph, whole_lowered: Lowered, whole_precisions: dict, default,
                options=None) -> Lowered:
     """Lower step graph ``step`` (shapes bound, passes run) with the whole-sequence lowering's specs for every
     tensor (``step_activation_specs``; a tensor without one is an error, never a re-calibration) and the
-    precisions of the same-named whole nodes; its state inputs/outputs become integer codes
-    (quant.pinned.integer_state_io), carried between calls as integers."""
+    precisions and bias corrections of the same-named whole nodes; its state inputs/outputs become integer
+    codes (quant.pinned.integer_state_io), carried between calls as integers."""
     from lowbit.quant.pinned import integer_state_io, lower_pinned
     specs = step_activation_specs(whole, whole_lowered, step)
-    low = lower_pinned(step, specs, step_precisions(step, whole, whole_precisions, default), default, options)
+    opts = dict(options or {})
+    opts.setdefault("bias_corrections", step_bias_corrections(whole, whole_lowered, step))
+    low = lower_pinned(step, specs, step_precisions(step, whole, whole_precisions, default), default, opts)
     integer_state_io(low.graph)
     return low
 

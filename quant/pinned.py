@@ -24,10 +24,18 @@ from lowbit.quant.plan import NodePrecision
 from lowbit.quant.spec import QuantSpec
 
 
-def pinned_specs(lowered: Lowered) -> dict[str, QuantSpec]:
+class PinnedSpecs(dict):
+    """{float value name: QuantSpec}, carrying the reference lowering's bias corrections {node name: vector}
+    (``bias_corrections``) along, so that a pinned lowering corrects its biases exactly as the reference did."""
+    bias_corrections: dict
+
+
+def pinned_specs(lowered: Lowered) -> PinnedSpecs:
     """{float value name: QuantSpec} of every integer tensor of ``lowered``, plus ``state_in_X`` = the spec of
-    ``state_out_X`` (the correspondence of a step graph's state inputs to the whole-sequence graph's states)."""
-    specs: dict[str, QuantSpec] = {}
+    ``state_out_X`` (the correspondence of a step graph's state inputs to the whole-sequence graph's states);
+    ``.bias_corrections`` holds ``lowered``'s."""
+    specs = PinnedSpecs()
+    specs.bias_corrections = dict(lowered.bias_corrections)
     for v in lowered.graph.values.values():
         name = lowered.float_of.get(v.name)
         if name is not None and v.quant is not None:
@@ -61,9 +69,11 @@ class _NoStats(Mapping):
 def lower_pinned(fgraph: Graph, specs: Mapping[str, QuantSpec], precisions: Mapping[str, NodePrecision],
                  default: NodePrecision, options: dict | None = None) -> Lowered:
     """``lower`` with every activation spec taken from ``specs`` and each node's precision from ``precisions``
-    by node name (``default`` for nodes the reference graph lacks)."""
+    by node name (``default`` for nodes the reference graph lacks); bias corrections from
+    ``options["bias_corrections"]``, else ``specs.bias_corrections`` (``pinned_specs``), else none."""
     opts = dict(options or {})
     opts["activation_specs"] = {**specs, **opts.get("activation_specs", {})}
+    opts.setdefault("bias_corrections", dict(getattr(specs, "bias_corrections", {})))
     precs = {n.name: precisions.get(n.name, default) for n in fgraph.nodes}
     return lower(fgraph, _NoStats(fgraph.name), precs, opts)
 

@@ -9,6 +9,7 @@ op type or position:
     observer = "minmax"          # minmax | percentile | entropy | mse
     per_channel = true
     weight_clip = "maxabs"       # or "mse": clip each weight channel at its MSE-optimal range
+    bias_correction = true       # subtract the weights' rounding bias (W_q - W) E[x] from each bias
 
     [[override]]
     position = "first"           # or "last": the first / last node with weights
@@ -50,6 +51,7 @@ class NodePrecision:
     observer: str = "minmax"
     per_channel: bool = True
     weight_clip: str = "maxabs"  # or "mse": per-channel clip minimising the weight's squared error
+    bias_correction: bool = True  # lower_ops.bias_correction: bias -= (W_q - W) E[x], E[x] from calibration
 
     @property
     def name(self) -> str:
@@ -126,10 +128,14 @@ def _apply(base: NodePrecision, settings: dict, where: str) -> NodePrecision:
         if clip not in ("maxabs", "mse"):
             raise InputError(f"{where}: weight_clip must be 'maxabs' or 'mse', got '{clip}'")
         p = replace(p, weight_clip=clip)
-    unknown = set(settings) - {"precision", "observer", "per_channel", "weight_clip"}
+    if "bias_correction" in settings:
+        if not isinstance(settings["bias_correction"], bool):
+            raise InputError(f"{where}: bias_correction must be true or false, got {settings['bias_correction']!r}")
+        p = replace(p, bias_correction=settings["bias_correction"])
+    unknown = set(settings) - {"precision", "observer", "per_channel", "weight_clip", "bias_correction"}
     if unknown:
         raise InputError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}; "
-                         f"use precision, observer, per_channel, weight_clip")
+                         f"use precision, observer, per_channel, weight_clip, bias_correction")
     return p
 
 

@@ -82,10 +82,16 @@ def _linear_common(input_spec, weight_spec, output_spec, act_min, act_max, accum
         raise ValueError(f"accumulator must be 'int32' or 'int64', got {accumulator!r}")
     if rounding not in ("double", "single"):
         raise ValueError(f"rounding must be 'double' or 'single', got {rounding!r}")
+    if output_spec.dtype.itemsize < input_spec.dtype.itemsize:
+        raise ValueError(f"the output ({output_spec.describe()}) must be at least as wide as the input "
+                         f"({input_spec.describe()})")
     multiplier, shift = quantize_multipliers(_effective_scales(input_spec, weight_spec, output_spec))
-    return {"input_offset": -int(input_spec.zero_point), "output_offset": int(output_spec.zero_point),
-            "multiplier": multiplier, "shift": shift, "act_min": act_min, "act_max": act_max,
-            "accumulator": accumulator, "rounding": rounding}
+    attrs = {"input_offset": -int(input_spec.zero_point), "output_offset": int(output_spec.zero_point),
+             "multiplier": multiplier, "shift": shift, "act_min": act_min, "act_max": act_max,
+             "accumulator": accumulator, "rounding": rounding}
+    if output_spec.dtype != input_spec.dtype:  # an int8 input rescaled to an int16 output (a LIF's current)
+        attrs["to"] = output_spec.dtype.name
+    return attrs
 
 
 def prepare_conv(input_spec: QuantSpec, weight_spec: QuantSpec, output_spec: QuantSpec, act_min=None,

@@ -183,3 +183,30 @@ def test_spike_conv_1d_counts_a_causal_window():
     assert stats["ac"] == 18 and stats["spikes"] == 3
     with pytest.raises(ModelError, match="negative"):
         S.SpikeConv(-s, w, None, **attrs, pads=[2, 0])
+
+
+def test_spike_detection_walks_thousands_of_adds_without_recursion():
+    """A LIF's spikes summed through a chain of 3,000 integer Adds are still spikes, and the check does not
+    recurse once per Add (it used to overflow Python's stack on deep residual chains)."""
+    from lowbit.graph.ir import Graph
+    from lowbit.quant.lower_recurrent import is_spike_value
+    from lowbit.quant.spec import QuantSpec
+    from lowbit.runtime.registry import INT_DOMAIN
+    g = Graph()
+    spike = QuantSpec(8, 1.0, 0)
+    x = g.new_value("x", (1, 4), np.int8)
+    s = g.new_value("s", (1, 4), np.int8)
+    s.quant = spike
+    g.add_node("LIF", [x], [s], domain=INT_DOMAIN)
+    v = s
+    for i in range(3000):
+        y = g.new_value(f"y{i}", (1, 4), np.int8)
+        y.quant = spike
+        g.add_node("Add", [v, s], [y], domain=INT_DOMAIN)
+        v = y
+    assert is_spike_value(v)
+    x.quant = spike
+    z = g.new_value("z", (1, 4), np.int8)
+    z.quant = spike
+    g.add_node("Add", [v, x], [z], domain=INT_DOMAIN)   # x is not produced by a LIF
+    assert not is_spike_value(z)
