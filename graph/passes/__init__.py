@@ -1,7 +1,7 @@
 """Graph passes: small ``Graph -> changed?`` functions run in explicit, ordered lists.
 
 ``optimize`` runs ``DEFAULT_PASSES`` in order, repeating the list until nothing changes (bounded), then
-re-infers shapes. Every pass edits the graph in place and returns whether it changed anything.
+re-infers shapes unless the last round (shape inference included) changed nothing. Every pass edits the graph in place and returns whether it changed anything.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def optimize(graph: Graph, passes: list[Pass] | None = None, max_rounds: int = 4
     """Run ``passes`` (default: DEFAULT_PASSES) until a round changes nothing; return the names of the passes
     that changed the graph, in order."""
     changed_by: list[str] = []
+    settled = False
     for _ in range(max_rounds):
         changed = False
         for p in passes or DEFAULT_PASSES:
@@ -40,9 +41,11 @@ def optimize(graph: Graph, passes: list[Pass] | None = None, max_rounds: int = 4
                 changed = True
                 changed_by.append(p.__name__)
         if not changed:
+            settled = True
             break
     graph.prune_values()
-    infer_shapes(graph)
+    if not settled or infer_shapes not in (passes or DEFAULT_PASSES):
+        infer_shapes(graph)  # a round that changed nothing already left every shape inferred
     return changed_by
 
 
