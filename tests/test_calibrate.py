@@ -66,3 +66,41 @@ def test_calibrate_records_every_tensor_and_batches_of_one():
 def test_bad_calibration_data(calib, match):
     with pytest.raises(InputError, match=match):
         calibrate(_model(), calib, source="calib.npz")
+
+
+def _zoo_graph(name):
+    from lowbit.quant.compile import bind_to_samples
+    from lowbit.tools import zoo
+    from lowbit.tools.api import load
+    from lowbit.tools.files import load_npz
+    calib = load_npz(str(zoo.path(name, "calib")))
+    g = load(str(zoo.path(name)), optimize=False)
+    bind_to_samples(g, calib, "calib")
+    return g, {k: v[:8] for k, v in calib.items()}
+
+
+@pytest.mark.parametrize("name", ["mobilenet_digits", "vit_digits"])
+def test_ort_and_lowbit_calibration_agree_to_float32_rounding(name):
+    """ONNX Runtime's forward passes (the fast path) and lowbit's float executor give the same ranges and
+    per-channel means up to float32 rounding, on every tensor."""
+    from lowbit.quant.calibrate import _ort_forward, calibrate
+    g, calib = _zoo_graph(name)
+    assert _ort_forward(g) is not None
+    a = calibrate(g, calib, keep_samples=False, engine="ort")
+    b = calibrate(g, calib, keep_samples=False, engine="lowbit")
+    assert set(a) == set(b)
+    for k, sb in b.items():
+        sa, span = a[k], max(abs(b[k].min), abs(b[k].max), 1e-12)
+        assert abs(sa.min - sb.min) <= 1e-5 * span and abs(sa.max - sb.max) <= 1e-5 * span, k
+        for axis, (sums, n) in sb.channel_sums.items():
+            np.testing.assert_allclose(sa.channel_sums[axis][0] / n, sums / n, rtol=1e-4, atol=1e-6 * span)
+
+
+def test_graphs_with_lowbit_ops_calibrate_on_lowbit_executor():
+    from lowbit.errors import InputError
+    from lowbit.quant.calibrate import _ort_forward, calibrate
+    g, calib = _zoo_graph("lmu_seqdigits")
+    assert any(n.domain == "lowbit" for n in g.nodes) and _ort_forward(g) is None
+    assert calibrate(g, calib, keep_samples=False)          # auto: lowbit's executor
+    with pytest.raises(InputError, match="ONNX Runtime cannot run this graph"):
+        calibrate(g, calib, keep_samples=False, engine="ort")
