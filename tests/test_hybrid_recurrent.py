@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from lowbit.graph.onnx_import import from_onnx_model
-from lowbit.quant import lower_recurrent as lr
+from lowbit.quant import lower_streaming as streaming
 from lowbit.quant.calibrate import calibrate
 from lowbit.quant.compile import compile_graph
 from lowbit.quant.lower import lower
@@ -152,7 +152,7 @@ def _lower_pair(name, precision="w8a8", batch=360, plan_file=None):
     precisions = plan.resolve(whole_f)
     whole = lower(whole_f, stats, precisions)
     step_f = bind_and_optimize(s0, {v.name: (batch,) + tuple(v.shape[1:]) for v in s0.inputs})
-    step = lr.lower_step(step_f, whole_f, whole, precisions, plan.default)
+    step = streaming.lower_step(step_f, whole_f, whole, precisions, plan.default)
     return whole_f, step_f, whole, step
 
 
@@ -183,7 +183,7 @@ def test_streaming_is_bit_exact_with_the_whole_sequence_on_the_eval_set(name):
     ev = dict(np.load(zoo.path(name, "eval")))
     x = ev["x"]
     out, final = _run_keeping_states(whole.graph, {"x": x})
-    states = lr.zero_states(step.graph, len(x))
+    states = streaming.zero_states(step.graph, len(x))
     kinds = {k: v.dtype for k, v in states.items()}
     assert kinds and all(d.kind == "i" for d in kinds.values())  # the state is carried as integer codes
     for t in range(x.shape[1]):
@@ -191,10 +191,10 @@ def test_streaming_is_bit_exact_with_the_whole_sequence_on_the_eval_set(name):
         states = {k.replace("state_out_", "state_in_"): v for k, v in res.items() if k.startswith("state_out_")}
         assert {k: v.dtype for k, v in states.items()} == kinds
     assert np.array_equal(res["logits"], out["logits"])  # dequantized from equal integer codes
-    prefix = lr.name_prefix(step_f, whole_f)
-    assert step_final and {lr._strip_prefix(k, prefix) for k in step_final} == set(final)
+    prefix = streaming.name_prefix(step_f, whole_f)
+    assert step_final and {streaming._strip_prefix(k, prefix) for k in step_final} == set(final)
     for k, v in step_final.items():  # after the last step, every carried state is the whole run's final state
-        assert np.array_equal(v, final[lr._strip_prefix(k, prefix)]), k
+        assert np.array_equal(v, final[streaming._strip_prefix(k, prefix)]), k
 
 
 @pytest.mark.parametrize("name", ["spiking_lmuformer_seqdigits", "mamba_seqdigits"])
@@ -232,7 +232,7 @@ def test_streaming_is_bit_exact_at_every_precision(name, precision):
     _, _, whole, step = _lower_pair(name, "w8a8" if plan else precision, batch=360, plan_file=plan)
     x = dict(np.load(zoo.path(name, "eval")))["x"]
     out = run_int(whole.graph, {"x": x})
-    states = lr.zero_states(step.graph, len(x))
+    states = streaming.zero_states(step.graph, len(x))
     for t in range(x.shape[1]):
         res = run_int(step.graph, {"x": x[:, t:t + 1], **states})
         states = {k.replace("state_out_", "state_in_"): v for k, v in res.items() if k.startswith("state_out_")}
