@@ -2,25 +2,11 @@
 attention-mask trap real exports contain."""
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
-from lowbit.graph.onnx_import import from_onnx_model
 from lowbit.quant.compile import compile_graph
 from lowbit.runtime.float_executor import run as run_float
-
-
-
-def _model(nodes, inputs, outputs, inits=(), opset=17):
-    g = helper.make_graph(nodes, "m", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
-                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
-                          initializer=[numpy_helper.from_array(np.asarray(a), n) for n, a in inits])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8
-    return from_onnx_model(m)
-
-
-def _sqnr(ref, x):
-    return 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ref.astype(np.float64) - x) ** 2))
+from graphs import float_graph as _model, sqnr as _sqnr
 
 
 def _conv_relu6_net():

@@ -4,29 +4,15 @@ Concat scale sharing, channel Concats kept as parts for per-channel readers, Bat
 the float model; the integers of the ops involved are the existing kernels' (tested elsewhere)."""
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
-from lowbit.graph.onnx_import import from_onnx_model
 from lowbit.quant.calibrate import TensorStats, calibrate
 from lowbit.quant.compile import compile_graph
 from lowbit.quant.pinned import lower_pinned, pinned_specs
 from lowbit.quant.plan import make_plan
 from lowbit.runtime.float_executor import run as run_float
 from lowbit.runtime.int_executor import run as run_int
-
-
-def _model(nodes, inputs, outputs, inits=(), opset=17):
-    g = helper.make_graph(nodes, "m", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
-                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
-                          initializer=[numpy_helper.from_array(np.asarray(a), n) for n, a in inits])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8
-    return from_onnx_model(m)
-
-
-def _sqnr(ref, x):
-    ref = np.asarray(ref, np.float64)
-    return 10 * np.log10(np.sum(ref ** 2) / np.sum((ref - np.asarray(x, np.float64)) ** 2))
+from graphs import float_graph as _model, sqnr as _sqnr
 
 
 def _int_ops(art):

@@ -7,26 +7,18 @@ builders here are shared with tests/test_target_tflite.py.
 """
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
-from lowbit.graph.onnx_import import from_onnx_model
 from lowbit.quant.compile import compile_graph
 from lowbit.quant.spec import activation_spec
 from lowbit.runtime.int_executor import run
 from lowbit.targets.tflite_layout import clone_graph, to_nhwc
+from graphs import float_graph as onnx_graph
 
 TFLITE_OPTIONS = {"fc_requant": "float64", "output_softmax": "tflite"}  # TfliteTarget.lowering_options
 
 
 # --- float graphs ------------------------------------------------------------------------------------------------
-def onnx_graph(nodes, inputs, outputs, inits=(), opset=17):
-    g = helper.make_graph(nodes, "m", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
-                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
-                          initializer=[numpy_helper.from_array(np.asarray(a), n) for n, a in inits])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8
-    return from_onnx_model(m)
-
 
 def _w(rng, *shape, scale=0.3):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
