@@ -533,11 +533,12 @@ def element_access(op: NpuOp, arch: EthosUArch) -> Access:
 
 
 def encoded_weight_bytes(op: NpuOp, arch: EthosUArch) -> tuple[int, int]:
-    """(weight bytes, bias/scale bytes) as encoded: ``weight_encoding_ratio`` bytes per 8-bit weight (narrower
-    weights in proportion) in 16-byte units, ``scale_bytes_per_channel`` per output channel."""
+    """(weight bytes, bias/scale bytes) as encoded: ``weight_encoding_ratio`` bytes per weight in 16-byte
+    units, ``scale_bytes_per_channel`` per output channel. Ethos-U55/U65 weights are 8-bit: lowbit's INT4
+    weights reach them as int8 tensors holding the same values (the tflite export), so they cost as much."""
     if not op.has_weights:
         return 0, 0
-    weights = math.ceil(op.weights * arch.weight_encoding_ratio * min(op.weight_bits, 8) / 8)
+    weights = math.ceil(op.weights * arch.weight_encoding_ratio)
     return _round_up(weights, 16), op.ofm[2] * arch.scale_bytes_per_channel
 
 
