@@ -533,12 +533,12 @@ def element_access(op: NpuOp, arch: EthosUArch) -> Access:
 
 
 def encoded_weight_bytes(op: NpuOp, arch: EthosUArch) -> tuple[int, int]:
-    """(weight bytes, bias/scale bytes) as encoded: ``weight_encoding_ratio`` bytes per weight in 16-byte
-    units, ``scale_bytes_per_channel`` per output channel. Ethos-U55/U65 weights are 8-bit: lowbit's INT4
-    weights reach them as int8 tensors holding the same values (the tflite export), so they cost as much."""
+    """(weight bytes, bias/scale bytes) as encoded: ``weight_encoding_ratio`` bytes per 8-bit weight (fewer
+    encoded bits in proportion: MEAN's all-ones weights) in 16-byte units, ``scale_bytes_per_channel`` per
+    output channel."""
     if not op.has_weights:
         return 0, 0
-    weights = math.ceil(op.weights * arch.weight_encoding_ratio)
+    weights = math.ceil(op.weights * arch.weight_encoding_ratio * min(op.weight_bits, 8) / 8)
     return _round_up(weights, 16), op.ofm[2] * arch.scale_bytes_per_channel
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from lowbit.targets.npusim.workload import Layer
 
 MAX_STRIDE = 3             # larger convolution strides run as one operation per output pixel
+WEIGHT_BITS = 8            # Ethos-U55/U65 weights are 8-bit: lowbit's INT4 weights reach them as int8 tensors
+                           # holding the same values (the tflite export), so they cost as much
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def _conv_ops(l: Layer) -> list[NpuOp] | None:
         return None
     g = max(c.groups, 1)
     kw = dict(kernel=(c.kh, c.kw), stride=(c.sh, c.sw), dilation=(c.dh, c.dw), ifm_bits=l.act_bits,
-              ofm_bits=l.out_bits, weights=c.kh * c.kw * (c.ic // g) * (c.oc // g), weight_bits=l.weight_bits or 8)
+              ofm_bits=l.out_bits, weights=c.kh * c.kw * (c.ic // g) * (c.oc // g), weight_bits=WEIGHT_BITS)
     if max(c.sh, c.sw) > MAX_STRIDE:
         return [NpuOp("conv", (c.kh, c.kw, c.ic // g), (1, 1, c.oc // g), **kw)] * (g * c.n * c.oh * c.ow)
     return [NpuOp("conv", (c.ih, c.iw, c.ic // g), (c.oh, c.ow, c.oc // g), **kw)] * (g * c.n)
@@ -90,7 +92,7 @@ def _depthwise_ops(l: Layer) -> list[NpuOp] | None:
     if c is None:
         return None
     return [NpuOp("depthwise", (c.ih, c.iw, c.ic), (c.oh, c.ow, c.oc), (c.kh, c.kw), (c.sh, c.sw), (c.dh, c.dw),
-                  l.act_bits, l.out_bits, weights=c.kh * c.kw * c.oc, weight_bits=l.weight_bits or 8)] * c.n
+                  l.act_bits, l.out_bits, weights=c.kh * c.kw * c.oc, weight_bits=WEIGHT_BITS)] * c.n
 
 
 def _fc_ops(l: Layer) -> list[NpuOp] | None:
@@ -98,7 +100,7 @@ def _fc_ops(l: Layer) -> list[NpuOp] | None:
     if g is None:
         return None
     return [NpuOp("vector", _square(g.m, g.k), _square(g.m, g.n), ifm_bits=l.act_bits, ofm_bits=l.out_bits,
-                  weights=g.k * g.n, weight_bits=l.weight_bits or 8, brick=False, ifm_brick=False)] * g.batch
+                  weights=g.k * g.n, weight_bits=WEIGHT_BITS, brick=False, ifm_brick=False)] * g.batch
 
 
 def _matmul_ops(l: Layer) -> list[NpuOp] | None:

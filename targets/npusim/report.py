@@ -19,6 +19,11 @@ def _short(name: str, width: int) -> str:
     return name if len(name) <= width else "…" + name[-(width - 1):]
 
 
+def _bound_label(bound: str, accel) -> str:
+    """Memory bounds by the memory's name in the description ("flash" on Ethos-U55), the rest as they are."""
+    return accel.memory.dram.label if bound == "dram" else bound
+
+
 def table(report: SimReport, width: int = 36) -> str:
     a = report.accelerator
     lines = [f"{report.model or 'model'} on {a.name} ({a.description or a.array.kind}, {a.clock_mhz:g} MHz, "
@@ -31,7 +36,7 @@ def table(report: SimReport, width: int = 36) -> str:
         work = f"{_si(l.acs)}AC" if l.acs else _si(l.macs) if l.macs else "-"
         util = f"{100 * l.utilisation:.0f}%" if l.utilisation is not None else ""
         lines.append(f"{i:>3}  {_short(l.name, width):<{width}} {l.op[:15]:<16}{l.precision:<7}{l.unit:<5}"
-                     f"{work:>10}{l.cycles:>11.0f}{l.bound:>9}{l.sram_bytes:>10}{l.dram_bytes:>10}"
+                     f"{work:>10}{l.cycles:>11.0f}{_bound_label(l.bound, a)[:8]:>9}{l.sram_bytes:>10}{l.dram_bytes:>10}"
                      f"{l.energy_pj / 1e3:>11.2f}{util:>6}")
     t = report.totals
     lines += ["",
@@ -148,7 +153,7 @@ def sweep_row(preset: str, precision: str, report: SimReport) -> dict:
             "inferences_per_second": t["inferences_per_second"], "energy_uj": t["energy_uj"],
             "peak_sram_kib": t["peak_sram_bytes"] / 1024, "spilled_kib": t["spilled_bytes"] / 1024,
             "npu_ops_pct": 100 * t["npu_op_fraction"], "npu_macs_pct": 100 * t["npu_mac_fraction"],
-            "bound": f"{top} {share:.0f}%"}
+            "bound": f"{_bound_label(top, report.accelerator)} {share:.0f}%"}
 
 
 def sweep_table(rows: list[dict]) -> str:
