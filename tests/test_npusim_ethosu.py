@@ -281,3 +281,17 @@ def test_live_vela_mobilenet_digits():
     for accel in bench.ACCELERATORS:
         c = bench.compare_live("mobilenet_digits", accel, art)
         assert c.unmatched == 0 and c.fraction >= 0.75 and abs(c.compute_ratio - 1) <= 0.25
+
+
+def test_int4_weights_cost_as_int8_and_mean_ones_weights_as_one_bit():
+    """Ethos-U weights are 8-bit: a layer with INT4 weights (exported as int8 tensors) moves as many weight
+    bytes as its int8 twin; MEAN's all-ones depthwise weights encode to about one bit each."""
+    arch = E.arch_of(stand_in(U55))
+    c8 = conv(8, 8, 64, 64, k=3)
+    c4 = dataclasses.replace(c8, weight_bits=4)
+    assert E.encoded_weight_bytes(only_op(c4), arch) == E.encoded_weight_bytes(only_op(c8), arch)
+    mean = Layer("m", "Mean", "reduce", 8, 8, input_shapes=((1, 64, 8, 8),), output_shape=(1, 64, 1, 1),
+                 elements=64, inputs=("x",), outputs=("y",))
+    dw = E.npu_ops(mean)[0]
+    ones, _ = E.encoded_weight_bytes(dw, arch)
+    assert dw.hw == "depthwise" and ones <= -(-(8 * 8 * 64 * 0.95 / 8) // 16) * 16
