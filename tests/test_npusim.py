@@ -335,3 +335,20 @@ def test_python_api_simulate(mobilenet):
     assert r.accelerator.name == "systolic-32x32-ws" and "latency" in r.table()
     with pytest.raises(ConfigError):
         lowbit.simulate(mobilenet, npu="nope")
+
+
+@pytest.mark.parametrize("accel", ["ethos-u55-128", "ethos-u65-256"])
+def test_converter_made_tflite_total_within_25_percent_of_vela(accel):
+    """Like for like: lowbit simulates the very .tflite Vela compiled (tests/data/vela/, converter-made small
+    CNN); its NPU cycles are within +-25 % of Vela's cycles_total (measured 0.80x on U55, 0.96x on U65)."""
+    import csv
+    import glob
+    import os
+    import lowbit
+    here = os.path.dirname(__file__)
+    r = lowbit.simulate(os.path.join(here, "data", "tflite", "small_cnn_int8.tflite"), npu=accel)
+    summary = glob.glob(os.path.join(here, "data", "vela", accel, "small_cnn_int8_summary_*.csv"))[0]
+    with open(summary, newline="") as f:
+        vela = float(next(csv.DictReader(f))["cycles_total"])
+    npu = sum(l.cycles - l.transfer_cycles for l in r.layers if l.unit == "npu")
+    assert r.totals["cpu_ops"] == 0 and 0.75 <= npu / vela <= 1.25
