@@ -295,3 +295,13 @@ def test_int4_weights_cost_as_int8_and_mean_ones_weights_as_one_bit():
     dw = E.npu_ops(mean)[0]
     ones, _ = E.encoded_weight_bytes(dw, arch)
     assert dw.hw == "depthwise" and ones <= -(-(8 * 8 * 64 * 0.95 / 8) // 16) * 16
+
+
+def test_squared_difference_is_velas_eight_operations():
+    """Vela lowers int8 SQUARED_DIFFERENCE into two int32 casts, two scaling Muls, Sub, square, Add and the
+    output rescale (tflite_graph_optimiser.convert_squared_difference)."""
+    l = Layer("sd", "SquaredDifference", "elementwise", 8, 8, input_shapes=((1, 16, 32), (1, 16, 1)),
+              output_shape=(1, 16, 32), elements=512, inputs=("x", "m"), outputs=("y",))
+    ops = E.npu_ops(l)
+    assert [op.hw for op in ops] == ["pool", "elementwise"] * 2 + ["elementwise"] * 4
+    assert ops[0].ofm_bits == 32 and ops[-1].ofm_bits == 8 and ops[4].ifm2 == (1, 16, 1)

@@ -164,6 +164,30 @@ def _elementwise_ops(l: Layer) -> list[NpuOp] | None:
                   op_class=ELEMENTWISE_CLASS.get(l.op, "other"), brick=brick, ifm_brick=brick)]
 
 
+def _squared_difference_ops(l: Layer) -> list[NpuOp] | None:
+    """Vela's integer SQUARED_DIFFERENCE (tflite_graph_optimiser's convert_squared_difference, TFLite's reference
+    arithmetic as eight NPU operations): each input cast to int32 with a left shift (a memory copy) and scaled
+    by a 32-bit Mul, the 32-bit difference, its square, an Add and the rescale to the output width."""
+    shapes = [s for s in l.input_shapes if s]
+    if not l.output_shape or len(shapes) < 2:
+        return None
+    kw = dict(brick=len(l.output_shape) == 4, ifm_brick=len(l.output_shape) == 4)
+    ofm, a = _hwc(l.output_shape), _hwc(shapes[0])
+    b = _hwc(shapes[1]) if math.prod(shapes[1]) > 1 else (1, 1, 1)
+    one = (1, 1, 1)
+
+    def cast(shape):
+        return NpuOp("pool", shape, shape, ifm_bits=l.act_bits, ofm_bits=32, **kw)
+
+    def scale(shape):
+        return NpuOp("elementwise", shape, shape, ifm_bits=32, ofm_bits=32, ifm2=one, op_class="mul32", **kw)
+    return [cast(a), scale(a), cast(b), scale(b),
+            NpuOp("elementwise", a, ofm, ifm_bits=32, ofm_bits=32, ifm2=b, op_class="add", **kw),
+            NpuOp("elementwise", ofm, ofm, ifm_bits=32, ofm_bits=32, ifm2=ofm, op_class="mul32", **kw),
+            NpuOp("elementwise", ofm, ofm, ifm_bits=32, ofm_bits=32, ifm2=one, op_class="add", **kw),
+            NpuOp("elementwise", ofm, ofm, ifm_bits=32, ofm_bits=l.out_bits, ifm2=one, op_class="mul", **kw)]
+
+
 def _activation_ops(l: Layer) -> list[NpuOp] | None:
     """A standalone activation: a 1x1 pooling pass with the activation (a LUT for tables and curves)."""
     if not l.output_shape:
@@ -195,6 +219,7 @@ def _softmax_ops(l: Layer) -> list[NpuOp] | None:
             + [full_op(32, 32, "mul32"), full_op(32, 32, "add"), full_op(32, l.out_bits)])
 
 
+BY_OP: dict[str, Callable[[Layer], list[NpuOp] | None]] = {"SquaredDifference": _squared_difference_ops}
 NPU_OPS: dict[str, Callable[[Layer], list[NpuOp] | None]] = {
     "conv": _conv_ops, "depthwise": _depthwise_ops, "fc": _fc_ops, "matmul": _matmul_ops, "pool": _pool_ops,
     "reduce": _reduce_ops, "elementwise": _elementwise_ops, "activation": _activation_ops,
@@ -206,7 +231,7 @@ def npu_ops(layer: Layer) -> list[NpuOp] | None:
     """The Ethos-U operations of ``layer``; None for what the NPU does not run here (norms, recurrent and
     neuron layers, data movement, conversions, spike-input layers). An activation fused into the layer
     (``extra["activation"]``, see fuse_activations) runs in its output unit."""
-    fn = NPU_OPS.get(layer.kind)
+    fn = BY_OP.get(layer.op) or NPU_OPS.get(layer.kind)
     ops = None if fn is None or layer.spike_input else fn(layer)
     fused = layer.extra.get("activation")
     if ops and fused:
