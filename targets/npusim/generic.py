@@ -130,7 +130,7 @@ def default_traffic(layer: Layer, accel, residency: Mapping[str, str]) -> Traffi
     rereads = 1
     if layer.weight_bytes and layer.mac_kind and layer.weight_bytes > accel.memory.sram_bytes // 2:
         rereads = math.ceil(layer.weight_bytes / (accel.memory.sram_bytes // 2))
-    ifm_each = _split(layer.ifm_bytes, layer.input_shapes)
+    ifm_each = input_bytes(layer)
     for name, nbytes in zip(layer.inputs, ifm_each):
         mem = residency.get(name, accel.memory.arena)
         per_mem[mem] = per_mem.get(mem, 0) + nbytes * rereads
@@ -148,10 +148,11 @@ def default_traffic(layer: Layer, accel, residency: Mapping[str, str]) -> Traffi
                    layer.weight_bytes, detail)
 
 
-def _split(total: int, shapes) -> list[int]:
-    sizes = [math.prod(s) if s else 1 for s in shapes] or [1]
+def input_bytes(layer: Layer) -> list[int]:
+    """``layer.ifm_bytes`` shared among its activation inputs in proportion to their sizes."""
+    sizes = [math.prod(s) if s else 1 for s in layer.input_shapes] or [1]
     whole = sum(sizes)
-    return [total * s // whole for s in sizes]
+    return [layer.ifm_bytes * s // whole for s in sizes]
 
 
 register_array("tiled", tiled_compute, validate=_validate_tiled)

@@ -6,13 +6,7 @@ from __future__ import annotations
 import json
 
 from lowbit.targets.npusim.simulate import SimReport
-
-
-def _si(n: float) -> str:
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return f"{n:.0f}"
+from lowbit.tools.report import _si
 
 
 def _short(name: str, width: int) -> str:

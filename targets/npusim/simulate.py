@@ -26,14 +26,13 @@ integer executor measures spikes and accumulates per layer (averaged per inferen
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 from lowbit.graph.ir import Graph
 from lowbit.targets.npusim.arrays import ARRAY_MODELS, Compute, Traffic
 from lowbit.targets.npusim.config import Accelerator
-from lowbit.targets.npusim.generic import access_cycles, default_traffic, vector_compute, VECTOR_WORK
+from lowbit.targets.npusim.generic import VECTOR_WORK, access_cycles, default_traffic, input_bytes, vector_compute
 from lowbit.targets.npusim.planner import ArenaPlan, lifetimes, plan_arena
 from lowbit.targets.npusim.workload import Layer, SPIKE_OPS, extract_layers
 
@@ -192,7 +191,7 @@ def simulate_layers(layers: Sequence[Layer], accel: Accelerator, graph_inputs: I
         unit = "cpu" if reason else "npu"
         # hand-offs between NPU and CPU, charged once per tensor to its first consumer on the other side
         transfer = 0.0
-        for name, nbytes in zip(layer.inputs, _input_bytes(layer)):
+        for name, nbytes in zip(layer.inputs, input_bytes(layer)):
             src = producer_unit.get(name, unit)
             if src != unit and (name, unit) not in moved:
                 moved.add((name, unit))
@@ -239,12 +238,6 @@ def simulate_layers(layers: Sequence[Layer], accel: Accelerator, graph_inputs: I
         notes.append(f"{len(plan.spilled)} tensors ({plan.spilled_bytes} bytes) do not fit in "
                      f"{accel.memory.sram_bytes // 1024} KiB of SRAM and spill to {accel.memory.dram.label}")
     return SimReport(accel, model, results, plan, activity_measured, notes)
-
-
-def _input_bytes(layer: Layer) -> list[int]:
-    sizes = [math.prod(s) if s else 1 for s in layer.input_shapes] or [1]
-    whole = sum(sizes)
-    return [layer.ifm_bytes * s // whole for s in sizes]
 
 
 # -- entry points --------------------------------------------------------------------------------------------
