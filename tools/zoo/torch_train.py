@@ -32,8 +32,13 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
 
 
 def fit(model, inputs, targets, *, epochs, lr, batch_size=64, weight_decay=1e-4, augment=None, loss_fn=None,
-        gen: torch.Generator, log_every=5, grad_clip=None, name="model"):
-    """AdamW + one-cycle schedule over ``inputs``/``targets`` (tensors, or tuples of tensors as inputs)."""
+        gen: torch.Generator, log_every=5, grad_clip=None, name="model", weight_noise=0.0):
+    """AdamW + one-cycle schedule over ``inputs``/``targets`` (tensors, or tuples of tensors as inputs).
+
+    ``weight_noise``: relative std of multiplicative Gaussian noise put on every weight matrix / kernel
+    (parameters of rank >= 2) for each batch's forward and backward pass, the clean weights restored before
+    the update (noise-injection training, Zhou et al. 2020 "Noisy Machines"): a model whose decisions survive
+    small weight perturbations, as any rounding of its weights is one, without favouring one quantizer."""
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
     n = targets.shape[0]
     steps_per_epoch = (n + batch_size - 1) // batch_size
@@ -51,9 +56,13 @@ def fit(model, inputs, targets, *, epochs, lr, batch_size=64, weight_decay=1e-4,
             xb = tuple(x[idx] for x in inputs)
             if augment is not None:
                 xb = augment(xb, gen)
+            noisy = _perturb(model, weight_noise, gen) if weight_noise else []
             loss = loss_fn(model(*xb), targets[idx])
             opt.zero_grad()
             loss.backward()
+            with torch.no_grad():
+                for p, clean in noisy:
+                    p.copy_(clean)
             if grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             opt.step()
@@ -64,6 +73,17 @@ def fit(model, inputs, targets, *, epochs, lr, batch_size=64, weight_decay=1e-4,
                   flush=True)
     model.eval()
     return model
+
+
+@torch.no_grad()
+def _perturb(model, rel: float, gen: torch.Generator) -> list:
+    """Multiply every rank >= 2 parameter by (1 + rel * N(0, 1)); returns (parameter, clean copy) pairs."""
+    saved = []
+    for p in model.parameters():
+        if p.dim() >= 2:
+            saved.append((p, p.detach().clone()))
+            p.mul_(1 + rel * torch.randn(p.shape, generator=gen))
+    return saved
 
 
 @torch.no_grad()

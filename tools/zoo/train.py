@@ -52,7 +52,7 @@ def run(name: str, out_dir: Path, quick: bool = False) -> dict:
     start = time.time()
     info = module.train(name, out_dir, quick=quick)
     seconds = time.time() - start
-    files = registry.get(name).files(out_dir)
+    files = {k: p for k, p in registry.get(name).files(out_dir).items() if k != "plan"}  # plans are not trained
     ev = np.load(files["eval"])
     accuracy = evaluation.evaluate(name, evaluation.ort_runner(files["onnx"]), {k: ev[k] for k in ev.files})
     entry = {

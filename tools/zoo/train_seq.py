@@ -17,7 +17,9 @@ SEED = 0
 CONFIG = {
     "lmu_seqdigits": dict(epochs=150, lr=3e-3, weight_decay=1e-4),
     "lmuformer_seqdigits": dict(epochs=60, lr=3e-3, weight_decay=1e-4),
-    "spiking_lmuformer_seqdigits": dict(epochs=100, lr=3e-3, weight_decay=1e-4),
+    # weight_noise: trained to keep its decisions under weight perturbation (tools/zoo/torch_train.fit), since
+    # its spike dynamics amplify any rounding of the weights (docs/zoo.md, "The spiking model")
+    "spiking_lmuformer_seqdigits": dict(epochs=100, lr=3e-3, weight_decay=1e-4, weight_noise=0.03),
     "mamba_seqdigits": dict(epochs=40, lr=4e-3, weight_decay=1e-4),
 }
 
@@ -69,7 +71,7 @@ def train(name: str, out_dir: Path, quick: bool = False) -> dict:
 
     torch_train.fit(net, torch.from_numpy(seq_tr), torch.from_numpy(y_tr), epochs=1 if quick else cfg["epochs"],
                     lr=cfg["lr"], weight_decay=cfg["weight_decay"], augment=augment, gen=gen, name=name,
-                    grad_clip=1.0)
+                    grad_clip=1.0, weight_noise=cfg.get("weight_noise", 0.0))
     torch_acc = torch_train.accuracy(net, torch.from_numpy(seq_te), torch.from_numpy(y_te))
     torch_train.export_onnx(net, (torch.from_numpy(seq_te[:1]),), out_dir / f"{name}.onnx",
                             input_names=["x"], output_names=["logits"],
