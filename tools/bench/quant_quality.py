@@ -80,21 +80,35 @@ class _Reader:
         return next(self._items, None)
 
 
-def ort_quantized_outputs(model, calib: dict, ev: dict, batch_axis: bool) -> list[np.ndarray]:
-    import onnxruntime as ort
+def ort_quantized_run(model, calib: dict, batch_axis: bool):
+    """ONNX Runtime's quantize_static of ``model`` (QDQ, per-channel weights, MinMax over ``calib``) as a
+    ``run_fn(feeds) -> {output name: array}`` (tools.zoo.evaluation), one thread."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+    from lowbit.tools.zoo.evaluation import ort_runner
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "qdq.onnx")
-        import onnx
         onnx.save(model, src)
         quantize_static(src, dst, _Reader(calib, batch_axis), quant_format=QuantFormat.QDQ, per_channel=True,
                         calibrate_method=CalibrationMethod.MinMax)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        sess = ort.InferenceSession(dst, so, providers=["CPUExecutionProvider"])
-        n = len(next(iter(ev.values())))
-        feeds = [{k: (v[i:i + 1] if batch_axis else v[i]) for k, v in ev.items() if k != "labels"} for i in range(n)]
-        return [sess.run(None, f)[0] for f in feeds]
+        return ort_runner(dst)  # the session holds the model; the folder may go
+
+
+def ort_quantized_outputs(model, calib: dict, ev: dict, batch_axis: bool) -> list[np.ndarray]:
+    run = ort_quantized_run(model, calib, batch_axis)
+    n = len(next(iter(ev.values())))
+    feeds = [{k: (v[i:i + 1] if batch_axis else v[i]) for k, v in ev.items() if k != "labels"} for i in range(n)]
+    return [list(run(f).values())[0] for f in feeds]
+
+
+def _task_accuracy(name: str, ev: dict):
+    """``accuracy_fn`` for compare() where argmax-vs-labels is not the task's measure (the VLM: exact answers
+    under greedy decoding), else None."""
+    from lowbit.tools.zoo import registry
+    if name not in registry.names() or registry.get(name).task != registry.VQA:
+        return None
+    from lowbit.tools import zoo
+    return lambda run: zoo.evaluate(name, run, ev)
 
 
 def bench_model(name: str, n_calib: int, n_eval: int, precisions: list[str], calib: dict | None = None) -> dict:
@@ -112,7 +126,8 @@ def bench_model(name: str, n_calib: int, n_eval: int, precisions: list[str], cal
         model = to_onnx_model(graph)
     first = graph.inputs[0]
     batch_axis = first.shape is not None and isinstance(first.shape[0], str)
-    report = compare(graph, calib, ev, precisions)
+    accuracy_fn = _task_accuracy(name, ev)
+    report = compare(graph, calib, ev, precisions, accuracy_fn=accuracy_fn)
     out_name = graph.outputs[0].name
     row = {"model": name, "samples": report["samples"], "float_accuracy": report["float_accuracy"]}
     for p in precisions:
@@ -131,9 +146,12 @@ def bench_model(name: str, n_calib: int, n_eval: int, precisions: list[str], cal
         n = len(next(iter(ev.values())))
         feeds = [{k: (v[i:i + 1] if batch_axis else v[i]) for k, v in ev.items() if k != "labels"} for i in range(n)]
         ref = [np.asarray(list(fl(f).values())[0]) for f in feeds]
-    qd = ort_quantized_outputs(model, calib, ev, batch_axis)
+    ort_run = ort_quantized_run(model, calib, batch_axis)
+    qd = [list(ort_run(f).values())[0] for f in feeds]
     row["ort_w8a8"] = _sqnr(np.concatenate([r.reshape(-1) for r in ref]), np.concatenate([q.reshape(-1) for q in qd]))
-    if "labels" in ev:
+    if accuracy_fn is not None:
+        row["ort_w8a8_acc"] = accuracy_fn(ort_run)
+    elif "labels" in ev:
         labels = np.asarray(ev["labels"]).reshape(len(qd), -1)[:, 0] if np.ndim(ev["labels"]) > 1 else ev["labels"]
         ort_pred = np.array([int(np.argmax(q.reshape(-1, q.shape[-1])[0])) for q in qd])
         ref_pred = np.array([int(np.argmax(r.reshape(-1, r.shape[-1])[0])) for r in ref])
