@@ -38,6 +38,10 @@ def compile_graph(graph: Graph, calib: Mapping[str, np.ndarray], plan: Plan | st
     if isinstance(plan, str):
         plan = make_plan(plan)
     bind_to_samples(graph, calib, calib_source)
+    if (options or {}).get("layer_norm") == "ops":  # the tflite target's: no LayerNorm builtin there
+        from lowbit.graph.passes.decompose import decompose_layer_norm
+        if decompose_layer_norm(graph):
+            stats = None  # its intermediate tensors need ranges of their own
     precisions = plan.resolve(graph)
     if stats is None:
         needs_samples = any(p.observer != "minmax" for p in precisions.values())

@@ -430,7 +430,28 @@ _GENERIC = {
 }
 
 
-@lowering(*[op for op in _GENERIC if op not in ("Elu", "Clip")])
+@lowering("Sqrt")
+def lower_sqrt(ctx: LowerContext, node: Node) -> bool:
+    """Sqrt read only by a Reciprocal -> one lowbit.int Rsqrt (TFLite's RSQRT: a fixed-point inverse square
+    root at 8 bits, a table at 16) producing the Reciprocal's output; any other Sqrt -> a table."""
+    out = node.outputs[0]
+    rec = out.consumers[0] if len(out.consumers) == 1 and out not in ctx.f.outputs else None
+    if rec is None or rec.op_type != "Reciprocal" or rec.domain != "" or not _is_float(node.inputs[0]):
+        return lower_generic_lut(ctx, node)
+    qx = ctx.integer(node.inputs[0], ctx.node_bits(node))
+    out_spec = ctx.spec_of(rec.outputs[0])
+    if out_spec.bits != qx.quant.bits:
+        return lower_generic_lut(ctx, node)
+    try:
+        op, attrs = pe.prepare_rsqrt(qx.quant, out_spec)
+    except (pe.PrepareError, ValueError):
+        return lower_generic_lut(ctx, node)
+    ctx.emit(op, [qx], [ctx.new_int(rec.outputs[0], out_spec)], attrs, rec)
+    ctx.fused.add(rec.name)
+    return True
+
+
+@lowering(*[op for op in _GENERIC if op not in ("Elu", "Clip", "Sqrt")])
 def lower_generic_lut(ctx: LowerContext, node: Node) -> bool:
     """An element-wise function f -> Lut with table[q] = Q_out(f(D_in(q))) over every input code."""
     fn = _GENERIC[node.op_type]

@@ -197,6 +197,10 @@ class EthosUTarget(Target):
     description = "Arm Ethos-U NPU via Vela (int8 .tflite in, Vela-optimised .tflite and estimates out)"
     constraints = CONSTRAINTS
     file_suffix = ".tflite"
+    # the .tflite Vela reads must hold exactly lowbit's integers: TFLite's own model-output softmax, and
+    # LayerNormalization as the ops TFLite has (targets/target_tflite.py); FullyConnected keeps the integer
+    # multiplier the NPU uses (export converts it, see export())
+    lowering_options = {"output_softmax": "tflite", "layer_norm": "ops"}
 
     def __init__(self, name: str, system_config: str | None = None, memory_mode: str | None = None):
         self.name = name

@@ -8,8 +8,10 @@
 integer executor matches bit for bit. Compiling for this target (``lowering_options``) lowers
 FullyConnected with ``requant="float64"``, the double-precision rescale of LiteRT's reference FULLY_CONNECTED
 (docs/integer_ir.md), and model-output Softmax with TFLite's own int16 arithmetic (``output_softmax="tflite"``,
-no exact-zero tail). An artifact compiled otherwise shows those nodes in ``place`` with the reason, and
-``export`` refuses it unless told to accept the difference (``convert_fc``, ``convert_softmax``).
+no exact-zero tail), and LayerNormalization as the ops TensorFlow's converter writes for it (``layer_norm="ops"``:
+MEAN, SUB, MUL, MEAN, ADD, RSQRT, MUL, MUL, ADD, each calibrated on its own; graph/passes/decompose.py), since
+TFLite has no integer LayerNorm builtin. An artifact compiled otherwise shows those nodes in ``place`` with the
+reason, and ``export`` refuses it unless told to accept the difference (``convert_fc``, ``convert_softmax``).
 """
 from __future__ import annotations
 
@@ -95,7 +97,7 @@ class TfliteTarget(Target):
     description = "TFLite flatbuffer (int8 or 16x8), run by LiteRT's reference kernels; the input to Vela"
     file_suffix = ".tflite"
     constraints = CONSTRAINTS
-    lowering_options = {"fc_requant": "float64", "output_softmax": "tflite"}
+    lowering_options = {"fc_requant": "float64", "output_softmax": "tflite", "layer_norm": "ops"}
 
     def check(self, node: Node, lifted: frozenset[str] = frozenset(), **writer_options) -> list[str]:
         """The failed constraints' messages (except those named in ``lifted``); when none fails, the reason the

@@ -158,10 +158,10 @@ def test_inspect_artifact_and_tflite(data, tmp_path):
 
 
 def test_compile_for_a_target_that_refuses_writes_nothing(tmp_path):
-    vit = str(zoo.path("vit_digits"))
-    calib = str(zoo.path("vit_digits", "calib"))
+    lmu = str(zoo.path("lmu_seqdigits"))
+    calib = str(zoo.path("lmu_seqdigits", "calib"))
     out = tmp_path / "v.onnx"
-    _user_error(_invoke("compile", vit, "--calib", calib, "--target", "tflite", "-o", out), "LayerNorm")
+    _user_error(_invoke("compile", lmu, "--calib", calib, "--target", "tflite", "-o", out), "LMUMemory")
     assert not out.exists() and not (tmp_path / "v.tflite").exists()
 
 

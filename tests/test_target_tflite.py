@@ -177,12 +177,29 @@ def test_export_refuses_lowbits_softmax_tail(tmp_path):
     assert "SOFTMAX" in _builtins(path)
 
 
-def test_zoo_models_tflite_lacks_are_refused():
+@pytest.mark.parametrize("precision", ["w8a8", "w8a16"])
+def test_zoo_vit_exports_with_layer_norm_as_ops_and_is_bit_exact(precision, tmp_path):
+    """The tflite target's layer_norm="ops": each LayerNormalization as MEAN, SUB, MUL, MEAN, ADD, RSQRT, MUL,
+    MUL, ADD (TensorFlow's converter's form), so the whole ViT exports and LiteRT computes lowbit's integers."""
+    from lowbit.tools import zoo
+    from lowbit.tools.api import load
+    calib = {k: v[:8] for k, v in zoo.load_calib("vit_digits").items()}
+    art, _ = compile_graph(load(str(zoo.path("vit_digits")), optimize=False), calib, precision,
+                           options=dict(TARGET.lowering_options))
+    assert not TARGET.place(art.graph).fallback
+    path, raw = _export(art, tmp_path), _export(art, tmp_path, "raw", integer_io=True)
+    images = zoo.load_eval("vit_digits")["image"]
+    assert_bit_exact(art, path, ({"image": images[i:i + 1]} for i in range(0, 360, 45)), raw_path=raw)
+    ops = _builtins(path)
+    assert ops.count("MEAN") == 2 * 7 + 1 and ops.count("RSQRT") == 7  # 7 LayerNorms, and the token mean
+
+
+def test_integer_layer_norm_is_refused_without_layer_norm_as_ops():
     from lowbit.tools import zoo
     from lowbit.tools.api import load
     calib = {k: v[:2] for k, v in zoo.load_calib("vit_digits").items()}
-    art, _ = compile_graph(load(str(zoo.path("vit_digits")), optimize=False), calib, "w8a8",
-                           options=dict(TARGET.lowering_options))
+    options = {k: v for k, v in TARGET.lowering_options.items() if k != "layer_norm"}
+    art, _ = compile_graph(load(str(zoo.path("vit_digits")), optimize=False), calib, "w8a8", options=options)
     placement = TARGET.place(art.graph)
     assert {p.op for p in placement.fallback} == {"lowbit.int.LayerNorm"}
     assert all(p.reasons == ["TFLite has no integer LayerNormalization builtin"] for p in placement.fallback)
