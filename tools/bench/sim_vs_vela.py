@@ -23,8 +23,8 @@ and Vela splits 5-D transposes into many), and the pooled fraction per accelerat
 Models: the zoo's int8 CNN ``mobilenet_digits``; the ONNX light models that export to int8 TFLite (squeezenet,
 resnet50, inception_v1/v2 in the committed set; densenet121 runs with ``--live``; shufflenet's padded
 AveragePool has no TFLite form; alexnet and the VGGs are left out for size), with seeded random weights; and
-``vit_digits`` for its FULLY_CONNECTED layers, its LayerNorms bypassed in the float graph before compiling
-(TFLite has no integer LayerNorm). tests/data/vela_layers/ holds each model's Layers (JSON lines) and Vela's
+``vit_digits`` (its LayerNorms as TFLite's MEAN / SUB / MUL / ADD / RSQRT ops, the tflite target's
+``layer_norm="ops"``). tests/data/vela_layers/ holds each model's Layers (JSON lines) and Vela's
 reports; tests/data/vela_layers/regenerate.py rewrites them with ``--live``'s pipeline.
 """
 from __future__ import annotations
@@ -63,10 +63,7 @@ def int8_artifact(name: str, calib_n: int = 2):
     from lowbit.tools import zoo
     if name in zoo.names():
         from lowbit.tools.api import load
-        graph = load(str(zoo.path(name)), optimize=False)
-        for node in [n for n in graph.nodes if n.op_type == "LayerNormalization"]:
-            graph.bypass(node, node.inputs[0])      # no integer LayerNorm in TFLite: keep the rest exportable
-        graph.prune_values()
+        graph = load(str(zoo.path(name)), optimize=False)  # LayerNorms: as TFLite ops (tflite lowering options)
         calib = {k: v[:calib_n] for k, v in zoo.load_calib(name).items()}
     else:
         from lowbit.graph.onnx_import import from_onnx_model
