@@ -85,6 +85,14 @@ def _stride(n: Node) -> bool:
     return all(1 <= s <= 3 for s in n.attrs.get("strides", [1, 1]))
 
 
+def _conv_stride(n: Node) -> bool:
+    """Vela 5.2 runs a Conv2D with a stride above 3 on the NPU when it has no padding (it splits it into NPU
+    operations: the ViT's 4x4 patch embedding, k3/k5/k7 with stride 4, k4 with stride 6, measured), and fails
+    on a padded one ("Non-passthrough operation (Conv2D) could not run on NPU")."""
+    return _stride(n) or (all(s >= 1 for s in n.attrs.get("strides", [1, 1]))
+                          and not any(n.attrs.get("pads", [0, 0, 0, 0])))
+
+
 def _kernel_hw(n: Node) -> tuple[int, int]:
     if n.op_type == "Conv":
         kh, kw = n.inputs[1].const.shape[2:]
@@ -156,7 +164,9 @@ CONSTRAINTS = (
                ("Conv", "FullyConnected")),
     Constraint("batch_size", "IFM Tensor batch size must be 1", _batch_one, _SPATIAL),
     Constraint("stride_range", "Stride values for both width and height must be in the range [1, 3]", _stride,
-               _SPATIAL),
+               ("MaxPool", "AvgPool")),
+    Constraint("conv_stride", "Stride values above 3 need an unpadded convolution (Vela 5.2 splits one into NPU "
+               "operations and fails on a padded one)", _conv_stride, ("Conv",)),
     Constraint("dilated_height_range", "Dilated kernel height must be in the range [1, 64]", _dilated_height,
                ("Conv",)),
     Constraint("dilated_product_range", "Product of dilated kernel width and height must be in the range [1, 4096]",

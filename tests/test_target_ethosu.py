@@ -192,3 +192,37 @@ def test_export_through_the_tflite_target(tmp_path, mobilenet):
     r = t.export(art, str(tmp_path / "m_vela.tflite"))
     assert os.path.isfile(tmp_path / "m_vela.tflite") and r.npu_ops > 0 and r.summary.cycles_total > 0
     assert np.isfinite(r.summary.inference_time_s)
+
+
+def _strided_conv(pads: int):
+    from graphs import float_graph
+    from onnx import helper
+    rng = np.random.default_rng(0)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], strides=[4, 4], pads=[pads] * 4)
+    w = rng.standard_normal((8, 1, 3, 3)).astype(np.float32)
+    g = float_graph([node], [("x", [1, 1, 16, 16])], ["y"], [("w", w)])
+    art, _ = compile_graph(g, {"x": rng.standard_normal((4, 1, 1, 16, 16)).astype(np.float32)}, "w8a8",
+                           options=dict(get_target("ethos-u55-128").lowering_options))
+    return art
+
+
+def test_place_predicts_vela_on_stride_4_convolutions():
+    """Vela 5.2 splits an unpadded stride-4 Conv2D into NPU operations and fails on a padded one."""
+    t = get_target("ethos-u55-128")
+    conv = [n for n in t.place(_strided_conv(0).graph).nodes if n.op == "lowbit.int.Conv"]
+    assert conv and all(n.on_target for n in conv)
+    conv = [n for n in t.place(_strided_conv(1).graph).nodes if n.op == "lowbit.int.Conv"]
+    assert conv and not conv[0].on_target and "unpadded" in conv[0].reasons[0]
+
+
+@needs_vela
+@pytest.mark.parametrize("pads", [0, 1])
+def test_vela_agrees_on_stride_4_convolutions(tmp_path, pads):
+    t = get_target("ethos-u55-128")
+    art = _strided_conv(pads)
+    if pads:
+        with pytest.raises(LowbitError, match="Vela failed.*could not run on NPU"):
+            t.export(art, str(tmp_path / "m_vela.tflite"), integer_io=True)
+    else:
+        r = t.export(art, str(tmp_path / "m_vela.tflite"), integer_io=True)
+        assert r.cpu_ops == 0 and r.npu_ops > 1
