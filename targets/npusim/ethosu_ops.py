@@ -198,18 +198,25 @@ def _activation_ops(l: Layer) -> list[NpuOp] | None:
                   activation="lut" if l.op in LUT_OPS else "relu", brick=brick, ifm_brick=brick)]
 
 
+SOFTMAX_ROW_OPS = 21          # Vela's 8-bit SOFTMAX: CLZ, the headroom steps and 3 Newton-Raphson rounds on the sums
+SOFTMAX_BRICKED_ROWS = 32    # fewer rows than this: Vela keeps the per-row tensors NHCWB16 (16 elements a row)
+
+
 def _softmax_ops(l: Layer) -> list[NpuOp] | None:
     """Vela's int8 SOFTMAX: a max over each row (pooling), x - max with exp through a LUT, a rescale, a row
-    reduce-sum, twenty elementwise ops on the per-row sums (reciprocal by Newton-Raphson), then three
-    full-size ops (multiply by the reciprocal, round, shift to 8 bits). Every tensor is NHCWB16, as Vela keeps
-    its intermediates: a per-row tensor (depth 1) costs 16 elements a row, which is what makes Vela's row ops
-    128 - 256 cycles on an 8 x 8 softmax."""
+    reduce-sum, 21 elementwise ops on the per-row sums (leading zeros, headroom, reciprocal by Newton-Raphson),
+    then three full-size ops (multiply by the reciprocal, round, shift to 8 bits). The full-size tensors are
+    NHCWB16 (depth padded to 16). The per-row tensors (depth 1) are too below 32 rows, so each row costs 16
+    elements there, and are not from 32 rows on: measured with Vela 5.2 on softmaxes of 8 to 64 rows (8 rows:
+    128 - 256 cycles a row op; 32 and 64 rows: 1 - 2 cycles a row)."""
     if not l.output_shape:
         return None
     depth = l.output_shape[-1]
-    full = _square(math.prod(l.output_shape[:-1]), depth)
+    rows = math.prod(l.output_shape[:-1])
+    full = _square(rows, depth)
     row = (full[0], full[1], 1)
     nhcwb16 = dict(brick=True, ifm_brick=True)
+    row_layout = nhcwb16 if rows < SOFTMAX_BRICKED_ROWS else dict(brick=False, ifm_brick=False)
 
     def full_op(ifm_bits, ofm_bits, op_class="other", activation="none"):
         return NpuOp("elementwise", full, full, ifm_bits=ifm_bits, ofm_bits=ofm_bits, ifm2=row,
@@ -217,7 +224,8 @@ def _softmax_ops(l: Layer) -> list[NpuOp] | None:
     return ([NpuOp("pool", full, row, (1, depth), ifm_bits=l.act_bits, op_class="maxpool", **nhcwb16),
              full_op(l.act_bits, 32, "add", "lut"), full_op(32, 32),
              NpuOp("reduce_sum", full, row, ifm_bits=32, ofm_bits=32, **nhcwb16)]
-            + [NpuOp("elementwise", row, row, ifm_bits=32, ofm_bits=32, ifm2=row, op_class="mul32", **nhcwb16)] * 20
+            + [NpuOp("elementwise", row, row, ifm_bits=32, ofm_bits=32, ifm2=row, op_class="mul32", **row_layout)]
+            * SOFTMAX_ROW_OPS
             + [full_op(32, 32, "mul32"), full_op(32, 32, "add"), full_op(32, l.out_bits)])
 
 
