@@ -246,3 +246,28 @@ def test_sink_through_softmax_only_when_the_last_axis_stays_last():
         assert (softmax.inputs[0] is g.inputs[0]) == sinks
         feeds = {"x": np.random.default_rng(0).integers(-128, 128, (2, 3, 4)).astype(np.int8)}
         assert np.array_equal(run(before, feeds)["y"], run(g, feeds)["y"])
+
+
+def test_attention_qkv_split_becomes_a_channel_split_and_4d_transposes():
+    """[B, T, 3*H*D] -> Reshape [B, T, 3, H, D] -> Transpose (2, 0, 3, 1, 4) -> Split axis 0 -> Squeeze: the split
+    moves before the Transpose (split_before_transpose) and the Reshape (split_before_reshape), the Squeeze
+    through the Transpose (squeeze_through_transpose): a channel split of the 3-D projection and 4-D
+    Transposes, where Vela 5.2 made 13 operations of the 5-D Transpose and many of a strided split."""
+    rng = np.random.default_rng(0)
+    nodes = [_n("Reshape", ["x", "s"], ["r"]), _n("Transpose", ["r"], ["t"], perm=[2, 0, 3, 1, 4]),
+             _n("Split", ["t", "sizes"], ["q5", "k5", "v5"], axis=0)]
+    nodes += [_n("Squeeze", [f"{p}5", "ax0"], [p]) for p in "qkv"]
+    nodes += [_n("Add", ["q", "k"], ["qk"]), _n("Add", ["qk", "v"], ["y"])]
+    inits = [("s", np.array([1, 16, 3, 4, 16], np.int64)), ("sizes", np.array([1, 1, 1], np.int64)),
+             ("ax0", np.array([0], np.int64))]
+    g = onnx_graph(nodes, [("x", [1, 16, 192])], ["y"], inits, opset=18)
+    art, _ = compile_graph(g, {"x": rng.standard_normal((8, 1, 16, 192)).astype(np.float32)}, "w8a8",
+                           options=TFLITE_OPTIONS)
+    assert any(n.op_type == "Transpose" and len(n.inputs[0].shape) == 5 for n in art.graph.nodes)
+    out = _nhwc(art)
+    transposes = [n for n in out.nodes if n.op_type == "Transpose"]
+    # 4-D [B, T, H, D] -> [B, H, T, D]; here the Adds then sink through them and leave one, at the output
+    assert transposes and all(len(n.inputs[0].shape) == 4 and n.attrs["perm"] == [0, 2, 1, 3] for n in transposes)
+    split = next(n for n in out.nodes if n.op_type == "Split")
+    assert split.inputs[0].shape == (1, 16, 192) and split.attrs["axis"] == 2
+    _assert_same_outputs(art.graph, out)
