@@ -82,13 +82,16 @@ class PrecisionResult:
 def compare(graph: Graph, calib: Mapping[str, np.ndarray], evalset: Mapping[str, np.ndarray],
             precisions: list[str], plan_file: str | None = None, progress=None,
             calib_source: str = "calibration data", eval_source: str = "evaluation data",
-            accuracy_fn=None) -> dict:
+            accuracy_fn=None, options: dict | None = None) -> dict:
     """Compile ``graph`` at every precision and measure the error on ``evalset``; returns a JSON-able report.
 
     ``accuracy_fn(run_fn) -> float``, when given, measures task accuracy instead of argmax-vs-labels (e.g. greedy
     decoding of a VLM, whose labels are answer tokens): it is called with the float model's ``run_fn`` and with
     each precision's integer one; both accept any input shapes (quant.pinned.PinnedRunner: the integer program
-    is re-lowered per shape with the calibrated QuantSpecs)."""
+    is re-lowered per shape with the calibrated QuantSpecs).
+
+    ``options``: a target's lowering options (``Target.lowering_options``), so that the error measured is that of
+    the integers the target runs (e.g. the tflite target's LayerNorm as TFLite ops); ``report["options"]``."""
     from lowbit.quant.compile import bind_to_samples, compile_graph
     from lowbit.quant.plan import make_plan
     from lowbit.runtime.float_executor import run as run_float
@@ -126,7 +129,8 @@ def compare(graph: Graph, calib: Mapping[str, np.ndarray], evalset: Mapping[str,
         float_acc = accuracy_fn(PinnedRunner(unbound))
     results = []
     for plan in plans:
-        artifact, lowered = compile_graph(graph, calib, plan, calib_source=calib_source, stats=stats)
+        artifact, lowered = compile_graph(graph, calib, plan, calib_source=calib_source, stats=stats,
+                                          options=options)
         res = PrecisionResult(plan.default.name, float_islands=lowered.float_islands)
         results.append(res)
         correct = unlike = 0
@@ -156,7 +160,10 @@ def compare(graph: Graph, calib: Mapping[str, np.ndarray], evalset: Mapping[str,
             res.accuracy = accuracy_fn(PinnedRunner(unbound, pinned_specs(lowered), plan.resolve(graph), plan.default))
     if accuracy_fn is None:
         float_acc = float_correct / n_eval if labels is not None else None
-    return _report(graph, order, results, float_acc, n_eval)
+    report = _report(graph, order, results, float_acc, n_eval)
+    if options:
+        report["options"] = {k: v for k, v in options.items() if isinstance(v, (str, int, float, bool))}
+    return report
 
 
 def _batched(graph: Graph, calib, evalset):
@@ -227,6 +234,8 @@ def _report(graph: Graph, order: list[str], results: list[PrecisionResult], floa
 def report_text(report: dict) -> str:
     precs = report["precisions"]
     lines = ["SQNR (dB) per tensor [saturations] — higher is better; float islands are marked 'float'"]
+    if report.get("options"):
+        lines.insert(0, "lowered with " + ", ".join(f"{k}={v}" for k, v in report["options"].items()))
     head = f"{'tensor':<44}{'op':<20}" + "".join(f"{p:>16}" for p in precs)
     lines.append(head)
     for row in report["layers"]:

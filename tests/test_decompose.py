@@ -1,5 +1,7 @@
 """LayerNormalization as primitive ops for the tflite target (graph/passes/decompose.py), and the Sqrt ->
 Reciprocal pair lowered to one integer Rsqrt (TFLite's RSQRT)."""
+import json
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -67,3 +69,24 @@ def test_a_sqrt_with_other_readers_is_a_table():
     art, _ = compile_graph(g, calib, "w8a8")
     ints = [n.op_type for n in art.graph.nodes if n.domain == "lowbit.int"]
     assert ints.count("Lut") == 2 and "Rsqrt" not in ints
+
+
+def test_compare_measures_the_targets_integers(tmp_path):
+    """compare --target tflite reports the LayerNorm-as-ops integers (a different error from lowbit's
+    int16-internal LayerNorm) and says which lowering options it used."""
+    from click.testing import CliRunner
+    from lowbit.graph.onnx_export import save_onnx
+    from lowbit.tools.cli import main
+    save_onnx(_ln_graph(), str(tmp_path / "ln.onnx"))
+    np.savez(tmp_path / "c.npz", x=_x(16))
+    np.savez(tmp_path / "e.npz", x=_x(8))
+    outs = {}
+    for target in ("cpu", "tflite"):
+        r = CliRunner().invoke(main, ["compare", str(tmp_path / "ln.onnx"), "--calib", str(tmp_path / "c.npz"),
+                                      "--eval", str(tmp_path / "e.npz"), "--precision", "w8a8", "--target", target,
+                                      "--json", str(tmp_path / f"{target}.json")])
+        assert r.exit_code == 0, r.output
+        outs[target] = json.loads((tmp_path / f"{target}.json").read_text())
+    assert "options" not in outs["cpu"] and outs["tflite"]["options"]["layer_norm"] == "ops"
+    sq = {t: outs[t]["end_to_end"]["w8a8"]["outputs"]["y"]["sqnr_db"] for t in outs}
+    assert sq["cpu"] != sq["tflite"] and min(sq.values()) > 20

@@ -81,18 +81,24 @@ def load_program(path: str, shapes: dict[str, tuple] | None = None):
     return load(path, shapes, optimize=False)
 
 
-def compare(model: str, calib, evalset, precisions=("w8a8", "w4a8", "w8a16", "w4a16"), plan: str | None = None) -> dict:
+def compare(model: str, calib, evalset, precisions=("w8a8", "w4a8", "w8a16", "w4a16"), plan: str | None = None,
+            target: str | None = None) -> dict:
     """Per-layer and end-to-end quantization error of ``model`` at each precision (see quant/compare.py).
 
-    ``calib`` and ``evalset`` are .npz paths or dicts of [N, ...] arrays (``evalset`` may hold ``labels``)."""
+    ``calib`` and ``evalset`` are .npz paths or dicts of [N, ...] arrays (``evalset`` may hold ``labels``);
+    ``target`` (e.g. "tflite") measures the integers that target's lowering gives."""
     from lowbit.quant.compare import compare as run_compare
     from lowbit.tools.files import load_npz
     calib_source = calib if isinstance(calib, str) else "calibration data"
     eval_source = evalset if isinstance(evalset, str) else "evaluation data"
     calib = load_npz(calib) if isinstance(calib, str) else calib
     evalset = load_npz(evalset) if isinstance(evalset, str) else evalset
+    options = None
+    if target is not None:
+        from lowbit.targets import get_target
+        options = dict(getattr(get_target(target), "lowering_options", None) or {})
     return run_compare(load(model, optimize=False), calib, evalset, list(precisions), plan,
-                       calib_source=calib_source, eval_source=eval_source)
+                       calib_source=calib_source, eval_source=eval_source, options=options)
 
 
 def simulate(model, npu="ethos-u55-128", samples=None):

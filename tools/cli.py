@@ -220,7 +220,10 @@ def export(artifact, fmt, output_path):
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False), help="Per-layer plan file (TOML).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a per-layer SQNR plot (PNG).")
-def compare(model, calib_path, eval_path, precisions, plan_path, json_path, plot_path):
+@click.option("--target", "target_name", default="cpu", show_default=True,
+              help="Measure the integers this deployment target's lowering gives (e.g. tflite: LayerNorm as "
+                   "TFLite ops, TFLite's output softmax).")
+def compare(model, calib_path, eval_path, precisions, plan_path, json_path, plot_path, target_name):
     """Per-layer SQNR, cosine, max error and saturations, one column per precision, and end-to-end accuracy."""
     from lowbit.quant.calibrate import stderr_progress
     from lowbit.quant.compare import compare as run_compare, report_text
@@ -232,9 +235,11 @@ def compare(model, calib_path, eval_path, precisions, plan_path, json_path, plot
         parse_precision(p)
     calib, evalset = load_npz(calib_path), load_npz(eval_path)
     graph = load(model, optimize=False)
+    from lowbit.targets import get_target
+    options = dict(getattr(get_target(target_name), "lowering_options", None) or {}) or None
     report = run_compare(graph, calib, evalset, precs, plan_path, stderr_progress(),
                          calib_source=calib_path, eval_source=eval_path,
-                         accuracy_fn=_zoo_accuracy_fn(model, evalset))
+                         accuracy_fn=_zoo_accuracy_fn(model, evalset), options=options)
     if json_path:
         atomic_write_bytes(json_path, json.dumps(report, indent=1).encode())
     if plot_path:
