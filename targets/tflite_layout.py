@@ -270,6 +270,57 @@ def transpose_into_reshape(graph: Graph, node: Node) -> bool:
     return True
 
 
+def _merged_groups(shape, out_shape) -> list[list[int]] | None:
+    """Consecutive axis groups of ``shape`` whose sizes multiply to each axis of ``out_shape`` in turn (a reshape
+    that only merges neighbouring axes; trailing size-1 axes join the last group); None otherwise."""
+    groups, i = [], 0
+    for d in out_shape:
+        if i >= len(shape):
+            return None
+        group, size = [i], shape[i]
+        i += 1
+        while size < d and i < len(shape):
+            group.append(i)
+            size *= shape[i]
+            i += 1
+        if size != d:
+            return None
+        groups.append(group)
+    if not groups or any(shape[k] != 1 for k in range(i, len(shape))):
+        return None
+    groups[-1].extend(range(i, len(shape)))
+    return groups
+
+
+def sink_through_reshape(graph: Graph, node: Node) -> bool:
+    """Reshape(Transpose(x, p)) that merges neighbouring axes which are also neighbours, in order, in x ->
+    Transpose(Reshape(x), q): the transpose moves below the reshape, where it can meet and cancel another (a
+    ViT's NHWC patch embedding [B, h, w, C] -> NCHW -> [B, C, h*w] -> [B, h*w, C] becomes one Reshape, and its
+    LayerNorms stay in token layout, where their scale and bias are per channel)."""
+    if not _is(node, "Reshape") or node.outputs[0].shape is None or not node.outputs[0].is_static:
+        return False
+    t = _sole_transposed_input(node)
+    if t is None or not t[0].is_static:
+        return False
+    x, perm = t
+    groups = _merged_groups(tuple(x.shape[a] for a in perm), tuple(node.outputs[0].shape))
+    if groups is None or len(groups) == len(perm):
+        return False
+    sources = [[perm[i] for i in g] for g in groups]
+    if any(src != list(range(src[0], src[0] + len(src))) for src in sources):
+        return False
+    order = sorted(range(len(sources)), key=lambda k: sources[k][0])
+    q = [order.index(k) for k in range(len(sources))]
+    inner = [int(np.prod([x.shape[a] for a in sources[k]])) for k in order]
+    out = node.outputs[0]
+    graph.remove_node(node)
+    if q == sorted(q):
+        add_reshape(graph, x, out.shape, out=out)
+    else:
+        add_transpose(graph, add_reshape(graph, x, inner, hint=f"{out.name}_merged"), q, out=out)
+    return True
+
+
 def _sole_transposed_input(node: Node, i: int = 0):
     return _transposed_by(node.inputs[i])
 
@@ -480,9 +531,10 @@ def squeeze_through_transpose(graph: Graph, node: Node) -> bool:
     return True
 
 
-SINK_RULES: list[Rule] = [fold_transpose_pair, merge_twin_transposes, transpose_into_reshape, sink_through_unary, sink_through_binary,
-                          sink_through_concat, sink_through_mean, sink_through_pad, sink_through_softmax,
-                          split_before_transpose, split_before_reshape, squeeze_through_transpose]
+SINK_RULES: list[Rule] = [fold_transpose_pair, merge_twin_transposes, transpose_into_reshape, sink_through_unary,
+                          sink_through_binary, sink_through_concat, sink_through_mean, sink_through_pad,
+                          sink_through_softmax, split_before_transpose, split_before_reshape,
+                          squeeze_through_transpose, sink_through_reshape]
 
 
 def sink_transposes(graph: Graph, rules: list[Rule] | None = None, max_steps: int = 100_000) -> bool:

@@ -271,3 +271,24 @@ def test_attention_qkv_split_becomes_a_channel_split_and_4d_transposes():
     split = next(n for n in out.nodes if n.op_type == "Split")
     assert split.inputs[0].shape == (1, 16, 192) and split.attrs["axis"] == 2
     _assert_same_outputs(art.graph, out)
+
+
+def test_patch_embedding_tokens_need_no_transpose_after_the_conv():
+    """Conv NCHW -> Reshape [B, C, h*w] -> Transpose [B, h*w, C] (a ViT's patch embedding): in NHWC the conv's
+    output reshaped is already the tokens (sink_through_reshape), so only the input's Transpose is left and the
+    per-channel Mul after it stays per channel (Vela 5.2 costs a depth-1 operand broadcast across channels 8
+    cycles an element on U55)."""
+    rng = np.random.default_rng(0)
+    nodes = [_n("Conv", ["x", "w"], ["c"]), _n("Reshape", ["c", "s"], ["r"]),
+             _n("Transpose", ["r"], ["t"], perm=[0, 2, 1]), _n("Mul", ["t", "g"], ["y"])]
+    inits = [("w", _w(rng, 8, 2, 1, 1)), ("s", np.array([1, 8, 16], np.int64)),
+             ("g", rng.uniform(0.5, 1.5, 8).astype(np.float32))]
+    g = onnx_graph(nodes, [("x", [1, 2, 4, 4])], ["y"], inits)
+    art, _ = compile_graph(g, {"x": rng.standard_normal((8, 1, 2, 4, 4)).astype(np.float32)}, "w8a8",
+                           options=TFLITE_OPTIONS)
+    out = _nhwc(art)
+    transposes = [n for n in out.nodes if n.op_type == "Transpose"]
+    assert len(transposes) == 1 and transposes[0].inputs[0].producer.op_type == "Quantize"
+    mul = next(n for n in out.nodes if n.op_type == "Mul")
+    assert mul.inputs[0].shape == (1, 16, 8)
+    _assert_same_outputs(art.graph, out)
