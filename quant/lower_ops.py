@@ -440,8 +440,8 @@ def lower_sqrt(ctx: LowerContext, node: Node) -> bool:
         return lower_generic_lut(ctx, node)
     qx = ctx.integer(node.inputs[0], ctx.node_bits(node))
     out_spec = ctx.spec_of(rec.outputs[0])
-    if out_spec.bits != qx.quant.bits:
-        return lower_generic_lut(ctx, node)
+    if out_spec.bits != qx.quant.bits or (qx.quant.bits == 8 and int(qx.quant.zero_point) > qx.quant.qmin):
+        return lower_generic_lut(ctx, node)  # int8 RSQRT fails on inputs below the zero point: a table then
     try:
         op, attrs = pe.prepare_rsqrt(qx.quant, out_spec)
     except (pe.PrepareError, ValueError):

@@ -90,3 +90,15 @@ def test_compare_measures_the_targets_integers(tmp_path):
     assert "options" not in outs["cpu"] and outs["tflite"]["options"]["layer_norm"] == "ops"
     sq = {t: outs[t]["end_to_end"]["w8a8"]["outputs"]["y"]["sqnr_db"] for t in outs}
     assert sq["cpu"] != sq["tflite"] and min(sq.values()) > 20
+
+
+def test_sqrt_of_a_range_reaching_below_zero_stays_a_table():
+    """int8 RSQRT fails on inputs below the zero point (TFLite's too), so a Sqrt -> Reciprocal whose input range
+    reaches below 0 is lowered as tables instead; in range it is one Rsqrt."""
+    nodes = [helper.make_node("Sqrt", ["x"], ["s"]), helper.make_node("Reciprocal", ["s"], ["y"])]
+    positive = np.abs(RNG.standard_normal((8, 2, 8))).astype(np.float32) + 0.1
+    for calib, expect in ((positive, "Rsqrt"), (positive - 0.5, "Lut")):
+        art, _ = compile_graph(float_graph(nodes, [("x", [2, 8])], ["y"]), {"x": calib}, "w8a8")
+        ints = [n.op_type for n in art.graph.nodes if n.domain == "lowbit.int" and n.op_type not in
+                ("Quantize", "Dequantize")]
+        assert expect in ints and ("Rsqrt" not in ints if expect == "Lut" else ints == ["Rsqrt"])
