@@ -183,8 +183,7 @@ def _zoo_accuracy_fn(model: str, evalset):
     for name in zoo.names():
         path = zoo.path(name)
         if path.exists() and os.path.exists(model) and os.path.samefile(model, path):
-            if zoo.get(name).task == "visual-question-answering":
-                return lambda run: zoo.evaluate(name, run, evalset)
+            return zoo.task_accuracy_fn(name, evalset)
     return None
 
 

@@ -38,8 +38,9 @@ def training_draw(name: str, n: int, k: int) -> dict[str, np.ndarray]:
     from lowbit.tools import zoo
     from lowbit.tools.zoo import data
     x_tr = data.digits_split()[0]
-    inputs = [key for key in zoo.load_eval(name) if key != "labels"]
-    shape = zoo.load_eval(name)[inputs[0]].shape
+    ev = zoo.load_eval(name)
+    inputs = [key for key in ev if key != "labels"]
+    shape = ev[inputs[0]].shape
     if inputs == ["x"]:
         feed = {"x": data.sequences(x_tr)}
     elif inputs == ["image"]:
@@ -101,16 +102,6 @@ def ort_quantized_outputs(model, calib: dict, ev: dict, batch_axis: bool) -> lis
     return [list(run(f).values())[0] for f in feeds]
 
 
-def _task_accuracy(name: str, ev: dict):
-    """``accuracy_fn`` for compare() where argmax-vs-labels is not the task's measure (the VLM: exact answers
-    under greedy decoding), else None."""
-    from lowbit.tools.zoo import registry
-    if name not in registry.names() or registry.get(name).task != registry.VQA:
-        return None
-    from lowbit.tools import zoo
-    return lambda run: zoo.evaluate(name, run, ev)
-
-
 def bench_model(name: str, n_calib: int, n_eval: int, precisions: list[str], calib: dict | None = None) -> dict:
     """One model's row: lowbit's SQNR / accuracy / predictions unlike float per precision, and ORT's at w8a8;
     ``calib`` replaces the model's own calibration samples."""
@@ -126,7 +117,8 @@ def bench_model(name: str, n_calib: int, n_eval: int, precisions: list[str], cal
         model = to_onnx_model(graph)
     first = graph.inputs[0]
     batch_axis = first.shape is not None and isinstance(first.shape[0], str)
-    accuracy_fn = _task_accuracy(name, ev)
+    from lowbit.tools.zoo import task_accuracy_fn
+    accuracy_fn = task_accuracy_fn(name, ev)
     report = compare(graph, calib, ev, precisions, accuracy_fn=accuracy_fn)
     out_name = graph.outputs[0].name
     row = {"model": name, "samples": report["samples"], "float_accuracy": report["float_accuracy"]}

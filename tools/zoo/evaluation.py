@@ -87,6 +87,14 @@ def exact_match(generated: np.ndarray, answers: np.ndarray) -> np.ndarray:
     return np.array(hits)
 
 
+def task_accuracy_fn(name: str, eval_data: dict):
+    """``accuracy_fn`` for quant.compare.compare() when zoo model ``name`` is not scored by argmax against
+    labels (the VQA model: exact answers under greedy decoding); None otherwise."""
+    if name not in registry.names() or registry.get(name).task != registry.VQA:
+        return None
+    return lambda run_fn: evaluate(name, run_fn, eval_data)
+
+
 def evaluate(name: str, run_fn: RunFn, eval_data: dict | None = None) -> float:
     """Float test accuracy of zoo model ``name`` under ``run_fn`` (whole-sequence form).
 
